@@ -1,0 +1,1 @@
+"""Environment-side wrappers and value transforms, usable in any SB3 project without our algorithms."""

@@ -1,0 +1,1 @@
+"""rl-zoo3 hyperparameter files, one per algorithm (package data)."""
