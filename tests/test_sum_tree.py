@@ -374,3 +374,26 @@ def test_importance_weights_with_floored_item() -> None:
     np.testing.assert_allclose(
         tree.importance_weights([0, 1, 2], beta=0.5), [1.0, (1e-3) ** 0.5, (1e-3 / 4.0) ** 0.5], rtol=1e-6
     )
+
+
+def test_remove_unsets_leaves() -> None:
+    rng = np.random.default_rng(3)
+    tree = SumTree(10)
+    prio = rng.uniform(0.5, 2.0, size=10)
+    tree.update(np.arange(10), prio)
+    removed = np.array([0, 3, 4, 9])
+    tree.remove(removed)
+    tree.remove(np.array([3]))  # removing twice is harmless
+    kept = np.setdiff1d(np.arange(10), removed)
+    assert len(tree) == kept.size
+    assert np.isclose(tree.total(), prio[kept].sum())
+    assert np.isclose(tree.min(), prio[kept].min())
+    assert np.all(tree.get(removed) == 0.0)
+    samples = tree.sample(4096, rng)
+    assert not np.isin(samples, removed).any()
+    tree.update(np.array([3]), np.array([1.0]))
+    assert len(tree) == kept.size + 1
+    tree.remove(np.arange(10))
+    assert len(tree) == 0 and tree.total() == 0.0
+    with pytest.raises(ValueError):
+        tree.sample(1, rng)

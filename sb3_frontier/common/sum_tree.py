@@ -51,6 +51,33 @@ def _update_leaves(
 
 
 @numba.njit(cache=True)
+def _clear_leaves(
+    sums: np.ndarray,  # [2 * size] float64
+    mins: np.ndarray,  # [2 * size] float64
+    is_set: np.ndarray,  # [capacity] bool
+    size: int,
+    indices: np.ndarray,  # [B] int64, validated to lie in [0, capacity)
+) -> int:
+    """Unset leaves (sum 0, minimum +inf) and recompute their ancestors; return how many were set before."""
+    n_cleared = 0
+    for k in range(indices.shape[0]):
+        idx = indices[k]
+        if is_set[idx]:
+            is_set[idx] = False
+            n_cleared += 1
+        node = idx + size
+        sums[node] = 0.0
+        mins[node] = np.inf
+        node //= 2
+        while node >= 1:
+            left = 2 * node
+            sums[node] = sums[left] + sums[left + 1]
+            mins[node] = min(mins[left], mins[left + 1])
+            node //= 2
+    return n_cleared
+
+
+@numba.njit(cache=True)
 def _find_prefix(
     sums: np.ndarray,  # [2 * size] float64
     size: int,
@@ -142,7 +169,7 @@ class SumTree:
         return self._min_priority
 
     def __len__(self) -> int:
-        """Number of distinct leaves set at least once (for a ring buffer: the number of items stored, <= capacity)."""
+        """Number of leaves currently set (for a ring buffer: the number of items stored, <= capacity)."""
         return self._n_set
 
     def __repr__(self) -> str:
@@ -195,6 +222,17 @@ class SumTree:
             )
         prio = np.maximum(prio, self._min_priority)
         self._n_set += int(_update_leaves(self._sums, self._mins, self._is_set, self._size, idx, prio))
+
+    def remove(self, indices: np.ndarray | list[int] | int) -> None:
+        """Unset a batch of leaves (e.g. replay items that were overwritten): they are never sampled again until
+        :meth:`update` sets them, and no longer count in :meth:`total`, :meth:`min` or ``len``.
+
+        :param indices: leaf indices in ``[0, capacity)``; leaves that are not set are left as they are
+        """
+        idx = self._check_indices(indices)
+        if idx.shape[0] == 0:
+            return
+        self._n_set -= int(_clear_leaves(self._sums, self._mins, self._is_set, self._size, idx))
 
     def total(self) -> float:
         """Sum of all stored priorities (0.0 when the tree is empty).

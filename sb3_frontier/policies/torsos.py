@@ -1,0 +1,167 @@
+"""Network building blocks shared by our agents' policies: MLPs, residual blocks, the MuZero down-sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """
+    A multilayer perceptron ``in_dim -> hidden... -> out_dim`` with ``activation`` between layers.
+
+    :param in_dim: input features
+    :param hidden: sizes of the hidden layers (each followed by the activation)
+    :param out_dim: output features of a last linear layer, or ``None`` to end with the last hidden layer
+    :param activation: activation class
+    :return: the network
+    """
+    layers: list[nn.Module] = []
+    last = in_dim
+    for size in hidden:
+        layers += [nn.Linear(last, size), activation()]
+        last = size
+    if out_dim is not None:
+        layers.append(nn.Linear(last, out_dim))
+    return nn.Sequential(*layers)
+
+
+def min_max_scale(hidden: th.Tensor, eps: float = 1e-5) -> th.Tensor:
+    """
+    Scale each sample's hidden state to [0, 1] over all its features (MuZero, Appendix G: "we scale the hidden
+    state to the same range as the action input"). Per sample, never across the batch.
+
+    :param hidden: [B, ...] hidden states
+    :param eps: guard against a constant hidden state
+    :return: [B, ...] scaled states
+    """
+    flat = hidden.flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    high = flat.max(dim=1, keepdim=True).values
+    return ((flat - low) / (high - low + eps)).view_as(hidden)
+
+
+class ScaleGradient(th.autograd.Function):
+    """Identity forward, gradient multiplied by ``scale`` backward (MuZero's ``scale_gradient``)."""
+
+    @staticmethod
+    def forward(ctx, x: th.Tensor, scale: float) -> th.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: th.Tensor) -> tuple[th.Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def scale_gradient(x: th.Tensor, scale: float) -> th.Tensor:
+    """
+    Leave ``x`` unchanged but scale the gradient flowing back through it.
+
+    :param x: any tensor
+    :param scale: gradient multiplier (MuZero uses 1/2 for the hidden state entering the dynamics)
+    :return: ``x``
+    """
+    return ScaleGradient.apply(x, scale)
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """A 3x3 convolution with padding 1."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
+
+
+class ResidualBlock(nn.Module):
+    """
+    A pre-activation residual block: ``x + conv(relu(conv(relu(x))))`` (no normalisation layers, so the network
+    behaves the same in training and search whatever the batch size).
+
+    :param channels: channels in and out
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = conv3x3(channels, channels)
+        self.conv2 = conv3x3(channels, channels)
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return x + self.conv2(th.relu(self.conv1(th.relu(x))))
+
+
+class DownSample(nn.Module):
+    """
+    MuZero's Atari down-sampler (Appendix F), with configurable widths: conv stride 2 -> ``c`` channels,
+    residual blocks, conv stride 2 -> ``2c``, residual blocks, average pool stride 2, residual blocks, average pool
+    stride 2. A 96x96 frame becomes 6x6 (the paper: c=128, 2/3/3 blocks).
+
+    :param in_channels: input channels (stacked frames)
+    :param channels: output channels (``2c`` above)
+    :param n_blocks: residual blocks at each of the three resolutions
+    """
+
+    def __init__(self, in_channels: int, channels: int, n_blocks: Sequence[int] = (1, 1, 1)):
+        super().__init__()
+        half = max(1, channels // 2)
+        self.net = nn.Sequential(
+            conv3x3(in_channels, half, stride=2),
+            *[ResidualBlock(half) for _ in range(n_blocks[0])],
+            conv3x3(half, channels, stride=2),
+            *[ResidualBlock(channels) for _ in range(n_blocks[1])],
+            nn.AvgPool2d(kernel_size=3, stride=2, padding=1),
+            *[ResidualBlock(channels) for _ in range(n_blocks[2])],
+            nn.AvgPool2d(kernel_size=3, stride=2, padding=1),
+        )
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return self.net(x)
+
+    @staticmethod
+    def output_size(size: int) -> int:
+        """Spatial size after the down-sampler for an input of ``size`` (each of the four stages halves it)."""
+        for _ in range(4):
+            size = (size - 1) // 2 + 1
+        return size
+
+
+def is_channels_last(space: spaces.Box) -> bool:
+    """
+    Whether a 3-D observation space is channel-last ([H, W, C]): the smallest dimension is the last one
+    (SB3's heuristic for images, applied to any 3-D Box).
+
+    :param space: a 3-D Box
+    :return: ``True`` for [H, W, C]
+    """
+    shape = space.shape
+    assert len(shape) == 3
+    return int(np.argmin(shape)) == 2 and shape[2] < shape[0]
+
+
+class ImageExtractor(BaseFeaturesExtractor):
+    """
+    Keeps a 3-D observation as an image [C, H, W] (SB3's preprocessing, i.e. /255 for uint8 images, is done
+    before): transposes channel-last inputs so that any 3-D Box (ALE frames, MinAtar's boolean [10, 10, C] grids)
+    can feed a convolutional torso.
+
+    :param observation_space: a 3-D Box
+    :param channels_last: whether observations are [H, W, C] (``None``: guess from the shape)
+    """
+
+    def __init__(self, observation_space: spaces.Box, channels_last: bool | None = None):
+        if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 3:
+            raise ValueError(
+                f"CnnPolicy needs a 3-D Box observation space ([C, H, W] or [H, W, C]), got {observation_space}; "
+                "use MlpPolicy for vectors or MultiInputPolicy for Dict spaces"
+            )
+        self.channels_last = is_channels_last(observation_space) if channels_last is None else channels_last
+        shape = observation_space.shape
+        self.image_shape = (shape[2], shape[0], shape[1]) if self.channels_last else tuple(shape)
+        super().__init__(observation_space, features_dim=int(np.prod(shape)))
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        if self.channels_last:
+            observations = observations.permute(0, 3, 1, 2)
+        return observations.float()
