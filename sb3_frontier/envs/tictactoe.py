@@ -422,10 +422,10 @@ class TicTacToeEnv(gym.Env[np.ndarray, np.int64]):
     State, for opponents and tests: :attr:`board` (int8 [9]: 0 empty, 1 player 0, 2 player 1),
     :attr:`to_play`, :attr:`winner` (``None`` while the game runs).
 
-    :param render_mode: ``"ansi"`` (``render()`` returns the board as text) or ``None``
+    :param render_mode: ``"ansi"`` (``render()`` returns the board as text), ``"rgb_array"`` (an image) or ``None``
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
 
     def __init__(self, render_mode: str | None = None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -505,15 +505,33 @@ class TicTacToeEnv(gym.Env[np.ndarray, np.int64]):
             self.game_over = True
         return self.observation(), reward, self.game_over, False, self._info()
 
-    def render(self) -> str | None:  # type: ignore[override]
+    def render(self) -> str | np.ndarray | None:  # type: ignore[override]
         """
-        The board as text (``X`` player 0, ``O`` player 1, ``.`` empty) and whose move it is.
+        The board as text (``X`` player 0, ``O`` player 1, ``.`` empty) and whose move it is, or as an image.
 
-        :return: the text for ``render_mode="ansi"``, else ``None``
+        :return: the text for ``render_mode="ansi"``, an RGB array for ``"rgb_array"``, else ``None``
         """
+        if self.render_mode == "rgb_array":
+            return board_image(self.board)
         if self.render_mode != "ansi":
             return None
         return render_board(self.board, self.to_play, self.winner, self.game_over)
+
+
+def board_image(board: np.ndarray, cell: int = 16) -> np.ndarray:
+    """
+    The board as an RGB image (red X = player 0, blue O = player 1, grey = empty, black grid lines).
+
+    :param board: int8 [9], 0 empty, 1 player 0, 2 player 1
+    :param cell: pixels per cell side
+    :return: uint8 [3 * cell, 3 * cell, 3]
+    """
+    colours = np.array([[200, 200, 200], [220, 40, 40], [40, 80, 220]], dtype=np.uint8)
+    cells = colours[np.asarray(board, dtype=np.int64).reshape(3, 3)]  # [3, 3, 3]
+    image = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)
+    image[::cell, :] = 0
+    image[:, ::cell] = 0
+    return image
 
 
 def render_board(board: np.ndarray, to_play: int, winner: int | None = None, game_over: bool = False) -> str:
@@ -555,10 +573,10 @@ class TicTacToeVsOpponent(gym.Env[np.ndarray, np.int64]):
     :param agent_plays: ``0`` (agent moves first), ``1`` (second) or ``"alternate"``: first in the first game
         after a seeded ``reset`` (or after construction), then switching at each ``reset``;
         ``reset(options={"agent_plays": 0 | 1})`` sets the side of one game without changing the schedule
-    :param render_mode: ``"ansi"`` or ``None``
+    :param render_mode: ``"ansi"``, ``"rgb_array"`` or ``None``
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
 
     def __init__(
         self, opponent: str | PlayerFn = "random", agent_plays: AgentPlays = "alternate", render_mode: str | None = None
@@ -658,12 +676,14 @@ class TicTacToeVsOpponent(gym.Env[np.ndarray, np.int64]):
         opponent_action, opponent_reward, terminated = self._opponent_move()
         return self._observation(), -opponent_reward, terminated, False, self._info(opponent_action=opponent_action)
 
-    def render(self) -> str | None:  # type: ignore[override]
+    def render(self) -> str | np.ndarray | None:  # type: ignore[override]
         """
-        The board as text, with the agent's side.
+        The board as text, with the agent's side, or as an image.
 
-        :return: the text for ``render_mode="ansi"``, else ``None``
+        :return: the text for ``render_mode="ansi"``, an RGB array for ``"rgb_array"``, else ``None``
         """
+        if self.render_mode == "rgb_array":
+            return board_image(self.game.board)
         if self.render_mode != "ansi":
             return None
         text = render_board(self.game.board, self.game.to_play, self.game.winner, self.game.game_over)
@@ -740,5 +760,6 @@ __all__ = [
     "minimax_value",
     "play_match",
     "random_opponent",
+    "board_image",
     "render_board",
 ]

@@ -1,1 +1,15 @@
-"""Environment-side wrappers and value transforms, usable in any SB3 project without our algorithms."""
+"""Environment-side wrappers and value transforms, usable in any SB3 project without our algorithms.
+
+- :class:`ValueRescaling`: the invertible value transform h (Pohlen et al. 2018) used by R2D2 and MuZero
+- :class:`CategoricalSupport`: two-hot categorical representation of scalars (MuZero's value and reward heads)
+- :class:`LifeLoss`: flags lost lives (``info["life_loss"]``), ``"roll"`` or ``"reset"`` mode
+- :class:`SequenceStacker`: fixed-length overlapping sequences for recurrent replay (R2D2) and unrolls (IMPALA)
+- :class:`PopArt`: a value head with adaptive target normalisation that preserves its outputs
+"""
+
+from sb3_frontier.wrappers.life_loss import LifeLoss
+from sb3_frontier.wrappers.popart import PopArt
+from sb3_frontier.wrappers.sequence import SequenceStacker
+from sb3_frontier.wrappers.value_transforms import CategoricalSupport, ValueRescaling
+
+__all__ = ["CategoricalSupport", "LifeLoss", "PopArt", "SequenceStacker", "ValueRescaling"]
