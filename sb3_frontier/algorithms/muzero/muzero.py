@@ -626,7 +626,7 @@ class MuZero(BaseAlgorithm):
             if self._n_updates % self.target_update_interval == 0:
                 self.target_policy.load_state_dict(self.policy.state_dict())
             for key, value in losses.items():
-                logs.setdefault(key, []).append(float(value))
+                logs.setdefault(key, []).append(value.item())
             logs.setdefault("priority_mean", []).append(float(errors.mean()))
             logs.setdefault("importance_weight_mean", []).append(float(batch.weights.mean()))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
