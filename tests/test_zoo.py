@@ -1,0 +1,98 @@
+"""The rl-zoo3 bridge: registration, default configs, train then enjoy end to end, our wrappers from a YAML."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sb3_frontier.zoo import available_algorithms, config_path, register_algorithms
+from sb3_frontier.zoo.cli import main, with_default_config
+
+CONFIG = yaml.safe_load(config_path("muzero").read_text())
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_frontier.zoo", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_register_algorithms_adds_ours_to_rl_zoo3():
+    from rl_zoo3.utils import ALGOS
+
+    ours = register_algorithms()
+    assert "muzero" in ours and ALGOS["muzero"] is ours["muzero"]
+    assert set(ours) == set(available_algorithms())
+    assert ALGOS["ppo"].__name__ == "PPO"  # rl-zoo3's own are untouched
+
+
+def test_default_config_only_for_our_algorithms():
+    args = with_default_config(["--algo", "muzero", "--env", "CartPole-v1"], ["muzero"])
+    assert args[-2:] == ["--conf-file", str(config_path("muzero"))]
+    assert with_default_config(["--algo=muzero"], ["muzero"])[-1] == str(config_path("muzero"))
+    mine = ["--algo", "muzero", "-conf", "mine.yml"]
+    assert with_default_config(mine, ["muzero"]) == mine
+    assert with_default_config(["--algo", "ppo"], ["muzero"]) == ["--algo", "ppo"]
+    with pytest.raises(FileNotFoundError):
+        config_path("no-such-algo")
+
+
+def test_cli_usage_and_unknown_command(capsys):
+    assert main([]) == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["fly"]) == 2
+
+
+def test_train_then_enjoy_muzero(tmp_path):
+    common = ["--algo", "muzero", "--env", "CartPole-v1", "-f", str(tmp_path / "logs"), "--seed", "0"]
+    params = ["-params", "learning_starts:40", "num_simulations:4", "batch_size:16", "n_envs:2"]
+    run_cli("train", *common, "-n", "120", "--eval-freq", "-1", *params, cwd=tmp_path)
+    saved = tmp_path / "logs" / "muzero" / "CartPole-v1_1"
+    assert (saved / "CartPole-v1.zip").is_file()
+    saved_config = yaml.load((saved / "CartPole-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
+    assert dict(saved_config)["num_simulations"] == 4  # our yml was read, then overridden
+    result = run_cli("enjoy", *common, "-n", "60", "--no-render", "--deterministic", cwd=tmp_path)
+    assert "Atari" not in result.stderr
+
+
+def test_our_wrapper_from_a_zoo_yaml(tmp_path):
+    conf = tmp_path / "ppo_lifeloss.yml"
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "atari": {
+                    "policy": "CnnPolicy",
+                    "n_timesteps": 64,
+                    "n_envs": 1,
+                    "n_steps": 32,
+                    "batch_size": 32,
+                    "n_epochs": 1,
+                    "frame_stack": 4,
+                    "env_wrapper": [
+                        {"stable_baselines3.common.atari_wrappers.AtariWrapper": {"terminal_on_life_loss": False}},
+                        {"sb3_frontier.wrappers.LifeLoss": {"mode": "roll"}},
+                    ],
+                }
+            }
+        )
+    )
+    args = ["--algo", "ppo", "--env", "BreakoutNoFrameskip-v4", "-f", str(tmp_path / "logs"), "--eval-freq", "-1"]
+    run_cli("train", *args, "-conf", str(conf), "--seed", "0", cwd=tmp_path)
+    saved = tmp_path / "logs" / "ppo" / "BreakoutNoFrameskip-v4_1" / "BreakoutNoFrameskip-v4" / "config.yml"
+    assert "sb3_frontier.wrappers.LifeLoss" in saved.read_text()
+
+
+@pytest.mark.parametrize("env_id", sorted(CONFIG))
+def test_every_config_entry_runs(env_id, tmp_path):
+    """Each entry of our muzero.yml builds its env and model and collects a few steps through the zoo."""
+    zoo_env = {"atari": "ALE/Pong-v5"}.get(env_id, env_id)
+    if zoo_env == "LunarLander-v3":
+        pytest.importorskip("Box2D")
+    args = ["--algo", "muzero", "--env", zoo_env, "-f", str(tmp_path / "logs"), "--eval-freq", "-1", "--seed", "0"]
+    run_cli("train", *args, "-n", "16", "-params", "num_simulations:2", "n_envs:2", cwd=tmp_path)
