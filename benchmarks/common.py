@@ -265,3 +265,85 @@ def write_outputs(
     )
     update_results_section(name, section)
     return section
+
+
+def zoo_hyperparams(algo: str, env_id: str, path: str | Path | None = None) -> tuple[int, int, dict[str, Any]]:
+    """
+    Hyperparameters of an rl-zoo3 YAML entry, ready for the algorithm's constructor.
+
+    :param algo: zoo algorithm name (``"ppo"``, ``"dqn"``, ``"muzero"``, ...)
+    :param env_id: the entry
+    :param path: YAML file (default: rl-zoo3's own ``hyperparams/<algo>.yml``)
+    :return: ``(n_envs, n_timesteps, kwargs)`` with ``kwargs`` holding ``policy`` and the constructor arguments
+        (schedules and ``policy_kwargs`` strings converted as rl-zoo3 does)
+    """
+    import yaml
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    if path is None:
+        import rl_zoo3
+
+        path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+    entry = dict(yaml.safe_load(Path(path).read_text())[env_id])
+    unsupported = {"normalize", "env_wrapper", "frame_stack", "callback", "vec_env_wrapper"} & set(entry)
+    if unsupported:
+        raise ValueError(f"zoo_hyperparams does not handle {sorted(unsupported)} (entry {algo}/{env_id})")
+    n_envs = int(entry.pop("n_envs", 1))
+    n_timesteps = int(float(entry.pop("n_timesteps")))
+    entry = ExperimentManager._preprocess_schedules(entry)
+    if isinstance(entry.get("policy_kwargs"), str):
+        from torch import nn  # noqa: F401  (zoo strings may name nn.* activations)
+
+        entry["policy_kwargs"] = eval(entry["policy_kwargs"])
+    return n_envs, n_timesteps, entry
+
+
+class ThresholdCallback:
+    """
+    Evaluates the model every ``eval_every`` environment steps (deterministic, mean over ``n_episodes``) and stops
+    training when the mean reaches ``threshold``. Evaluation time is excluded from the training wall-clock.
+
+    Use :meth:`make` to get the SB3 callback.
+
+    :param eval_env: evaluation VecEnv
+    :param threshold: mean return that ends the run
+    :param eval_every: environment steps between evaluations
+    :param n_episodes: evaluation episodes
+    """
+
+    def __init__(self, eval_env: Any, threshold: float, eval_every: int, n_episodes: int = 10):
+        self.eval_env = eval_env
+        self.threshold = threshold
+        self.eval_every = eval_every
+        self.n_episodes = n_episodes
+        self.curve: list[tuple[int, float, float]] = []  # (env steps, training seconds, mean return)
+        self.reached_at: tuple[int, float] | None = None
+
+    def make(self) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.evaluation import evaluate_policy
+
+        outer = self
+
+        class _Callback(BaseCallback):
+            def _on_training_start(self) -> None:
+                self.next_eval = outer.eval_every
+                self.eval_seconds = 0.0
+                self.start = time.perf_counter()
+
+            def _on_step(self) -> bool:
+                if self.num_timesteps < self.next_eval:
+                    return True
+                self.next_eval += outer.eval_every
+                eval_start = time.perf_counter()
+                mean, _ = evaluate_policy(self.model, outer.eval_env, n_eval_episodes=outer.n_episodes, deterministic=True)
+                now = time.perf_counter()
+                self.eval_seconds += now - eval_start
+                train_seconds = eval_start - self.start - (self.eval_seconds - (now - eval_start))
+                outer.curve.append((self.num_timesteps, train_seconds, float(mean)))
+                if mean >= outer.threshold:
+                    outer.reached_at = (self.num_timesteps, train_seconds)
+                    return False
+                return True
+
+        return _Callback()
