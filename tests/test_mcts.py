@@ -341,50 +341,49 @@ def test_cuda_embeddings_match_cpu() -> None:
     np.testing.assert_allclose(cpu.root_q, gpu.root_q, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("node", [0, 1])
-def test_fast_selection_equals_full_scan(node: int) -> None:
-    """The selection shortcut (visited children + best unvisited child) picks what scoring every child picks."""
+@pytest.mark.parametrize("all_legal", [True, False])
+def test_selection_shortcut_equals_full_scan(all_legal: bool) -> None:
+    """The selection kernel scores only visited children and the best unvisited one; it must pick what scoring
+    every child picks (ties: lowest index), here on many root states built with ties everywhere."""
     from sb3_frontier.algorithms.muzero import _tree
 
-    rng = np.random.default_rng(node)
-    num_actions = 6
-    tables = np.array([[math.log((n + C2 + 1) / C2) + C1 for n in range(40)], [math.sqrt(n) for n in range(40)]])
+    rng = np.random.default_rng(int(all_legal))
+    batch_size, num_actions, num_nodes = 4000, 6, 40
+    edge_f = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_F))
+    edge_i = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_I), dtype=np.int32)
+    node_f = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_F))
+    node_i = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_I), dtype=np.int32)
+    legal = np.ones((batch_size, num_actions), bool) if all_legal else rng.random((batch_size, num_actions)) < 0.8
+    legal[np.arange(batch_size), rng.integers(num_actions, size=batch_size)] = True
+    # few distinct values, so that scores tie often; children visited in a random order
+    edge_f[:, 0, :, _tree.PRIOR] = rng.choice([0.0, 0.1, 0.2, 0.4], size=(batch_size, num_actions))
+    visits = rng.choice([0, 1, 2, 4], size=(batch_size, num_actions), p=[0.4, 0.2, 0.2, 0.2]) * legal
+    edge_i[:, 0, :, _tree.CHILD_VISITS] = visits
+    edge_i[:, 0, :, _tree.CHILD] = np.where(visits > 0, 1, _tree.UNEXPANDED)
+    edge_f[:, 0, :, _tree.Q] = np.where(visits > 0, rng.choice([-0.5, 0.0, 0.5, 1.0], size=visits.shape), 0.0)
+    for b in range(batch_size):
+        order = rng.permutation(np.flatnonzero(visits[b] > 0))
+        edge_i[b, 0, : len(order), _tree.VISITED] = order
+        node_i[b, 0, _tree.NUM_VISITED] = len(order)
+    node_i[:, 0, _tree.VISITS] = visits.sum(axis=1)
+    minmax = np.where(rng.random((batch_size, 1)) < 0.7, [[-0.5, 1.0]], [[0.5, 0.5]])
+    tables = np.array([[math.log((n + C2 + 1) / C2) + C1 for n in range(num_nodes)], [math.sqrt(n) for n in range(num_nodes)]])
+    sim_index = np.zeros((4, 1, batch_size), dtype=np.int64)
+    path = np.zeros((batch_size, num_nodes), dtype=np.int64)
+    no_embedding = np.zeros((batch_size, num_nodes, 0), dtype=np.float32)
+    _tree.select_leaves(
+        edge_f, edge_i, node_f, node_i, minmax, legal, tables, 1, 0, sim_index, path, no_embedding, no_embedding[:, 0]
+    )
     scores = np.empty(num_actions)
-    checked_fast = 0
-    for _ in range(3000):
-        edge_f = np.zeros((1, 2, num_actions, _tree.NUM_EDGE_F))
-        edge_i = np.zeros((1, 2, num_actions, _tree.NUM_EDGE_I), dtype=np.int32)
-        node_f = np.zeros((1, 2, _tree.NUM_NODE_F))
-        node_i = np.zeros((1, 2, _tree.NUM_NODE_I), dtype=np.int32)
-        # few distinct values, so that scores tie often; children visited in a random order
-        edge_f[0, node, :, _tree.PRIOR] = rng.choice([0.0, 0.1, 0.2, 0.4], size=num_actions)
-        visits = rng.choice([0, 1, 2, 4], size=num_actions, p=[0.4, 0.2, 0.2, 0.2])
-        edge_i[0, node, :, _tree.CHILD_VISITS] = visits
-        edge_i[0, node, :, _tree.CHILD] = np.where(visits > 0, 1, _tree.UNEXPANDED)
-        edge_f[0, node, :, _tree.Q] = np.where(visits > 0, rng.choice([-0.5, 0.0, 0.5, 1.0], size=num_actions), 0.0)
-        order = rng.permutation(np.flatnonzero(visits > 0))
-        edge_i[0, node, : len(order), _tree.VISITED] = order
-        node_i[0, node, _tree.NUM_VISITED] = len(order)
-        node_i[0, node, _tree.VISITS] = visits.sum() + rng.integers(0, 2) if node else visits.sum()
-        legal = rng.random((1, num_actions)) < 0.8 if node == 0 else np.ones((1, num_actions), bool)
-        legal[0, rng.integers(num_actions)] = True
-        if node == 0:  # illegal root actions are never visited
-            edge_i[0, 0, :, _tree.CHILD_VISITS] *= legal[0]
-            visits = visits * legal[0]
-            edge_i[0, 0, :, _tree.CHILD] = np.where(visits > 0, 1, _tree.UNEXPANDED)
-            order = rng.permutation(np.flatnonzero(visits > 0))
-            edge_i[0, 0, : len(order), _tree.VISITED] = order
-            node_i[0, 0, _tree.NUM_VISITED] = len(order)
-            node_i[0, 0, _tree.VISITS] = visits.sum()
-        minmax = np.array([[-0.5, 1.0]]) if rng.random() < 0.7 else np.array([[0.5, 0.5]])
-        _tree._rescan_unvisited(0, node, edge_f, edge_i, node_f, node_i, legal)
-        full = _tree._puct_scan(0, node, edge_f, edge_i, node_i, minmax, legal, tables, scores)
-        fast = _tree._puct_fast(0, node, edge_f, edge_i, node_f, node_i, minmax, tables)
-        assert legal[0, full]
-        if fast >= 0:
-            checked_fast += 1
-            assert fast == full
-    assert checked_fast > 500
+    full = [_tree._puct_scan(b, 0, edge_f, edge_i, node_i, minmax, legal, tables, scores) for b in range(batch_size)]
+    np.testing.assert_array_equal(sim_index[1, 0], full)
+    assert np.all(legal[np.arange(batch_size), full])
+    # the shortcut was taken for most roots (no tie with another unvisited child)
+    c = tables[0, node_i[:, 0, _tree.VISITS]] * tables[1, node_i[:, 0, _tree.VISITS]]
+    best = node_i[:, 0, _tree.BEST_UNVISITED]
+    best_prior = edge_f[np.arange(batch_size), 0, np.maximum(best, 0), _tree.PRIOR]
+    with np.errstate(invalid="ignore"):  # 0 * -inf where c = 0
+        assert np.mean((best < 0) | (c * node_f[:, 0, _tree.SECOND_PRIOR] != c * best_prior)) > 0.3
 
 
 @pytest.mark.parametrize("max_depth", [1, 2, 3])
@@ -616,6 +615,18 @@ def test_embedding_store_and_tree_structure() -> None:
             # a node's visits = 1 (its own evaluation) + its children's visits
             kids = tree.children[b, node][tree.children[b, node] >= 0]
             assert tree.visits[b, node] == 1 + tree.visits[b, kids].sum()
+
+
+def test_docstring_example_runs() -> None:
+    """The module docstring's standalone example runs and gives what its comments say."""
+    doc = mcts.__doc__ or ""
+    example = doc.split("Example (a tiny MLP model used as ``recurrent_fn``)::")[1]
+    code = "\n".join(line[4:] for line in example.splitlines() if line.startswith("    ") or not line.strip())
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    result = namespace["result"]
+    assert result.action.shape == (4,) and result.action.dtype == np.int64
+    np.testing.assert_array_equal(result.visit_counts.sum(axis=1), 16)
 
 
 def test_timings() -> None:

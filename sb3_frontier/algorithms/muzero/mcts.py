@@ -29,6 +29,10 @@ Semantics follow the paper's pseudocode (supplementary material, ``run_mcts``):
 - ``max_depth``: a simulation that reaches ``max_depth`` edges at an already expanded node evaluates that node with
   its stored network value (what a deterministic model returns again) and leaves the tree's shape unchanged.
 
+On the CPU the parent embeddings handed to ``recurrent_fn`` live in one buffer that the search refills for the next
+simulation: a ``recurrent_fn`` that keeps its input beyond the call must copy it (returning it, or a view of it, as
+the next embedding is fine). The search builds no autograd graph (the recurrent calls run under ``torch.no_grad()``).
+
 Example (a tiny MLP model used as ``recurrent_fn``)::
 
     import numpy as np
@@ -415,6 +419,14 @@ def temperature_weights(
     if np.any(counts < 0) or not np.all(np.isfinite(counts)):
         raise ValueError("visit_counts must be finite and non-negative")
     legal = _legal_mask(invalid_actions, counts.shape)
+    p = None if prior is None else _to_numpy(prior, "prior").astype(np.float64)
+    if p is not None and p.shape != counts.shape:
+        raise ValueError(f"prior must have shape {counts.shape}, got {p.shape}")
+    return _temperature_weights(counts, temperature, legal, p)
+
+
+def _temperature_weights(counts: np.ndarray, temperature: float, legal: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """:func:`temperature_weights` on checked inputs: float64 counts ``[B, A]``, legal mask, prior or None."""
     if temperature == 0.0:
         weights = np.zeros_like(counts)
         weights[np.arange(len(counts)), _argmax_visits(counts, legal, prior)] = 1.0
@@ -423,7 +435,8 @@ def temperature_weights(
     with np.errstate(divide="ignore"):
         log_w = np.where(positive, np.log(np.where(positive, counts, 1.0)) / temperature, -np.inf)
     none = ~positive.any(axis=1)
-    log_w[none] = np.where(legal[none], 0.0, -np.inf)
+    if none.any():
+        log_w[none] = np.where(legal[none], 0.0, -np.inf)
     log_w -= log_w.max(axis=1, keepdims=True)
     weights = np.exp(log_w)
     weights /= weights.sum(axis=1, keepdims=True)
@@ -471,16 +484,13 @@ def _legal_mask(invalid_actions: ArrayLike | None, shape: tuple[int, ...]) -> np
     return legal
 
 
-def _argmax_visits(counts: np.ndarray, legal: np.ndarray, prior: ArrayLike | None) -> np.ndarray:
+def _argmax_visits(counts: np.ndarray, legal: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
     """Most-visited legal action per row; ties by the highest prior, then the lowest index."""
     masked = np.where(legal, counts, -1.0)
     is_best = masked == masked.max(axis=1, keepdims=True)
     if prior is None:
         return is_best.argmax(axis=1).astype(np.int64)
-    p = _to_numpy(prior, "prior").astype(np.float64)
-    if p.shape != counts.shape:
-        raise ValueError(f"prior must have shape {counts.shape}, got {p.shape}")
-    return np.where(is_best, p, -np.inf).argmax(axis=1).astype(np.int64)
+    return np.where(is_best, prior, -np.inf).argmax(axis=1).astype(np.int64)
 
 
 def _sample(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -559,7 +569,8 @@ def muzero_policy(
     :param root: root prior logits ``[B, A]``, value ``[B]`` and embedding ``[B, ...]`` (torch or numpy)
     :param recurrent_fn: ``(embedding [B, ...], action [B] int64) -> (RecurrentFnOutput, next_embedding [B, ...])``,
         called once per simulation on the whole batch; the action has the embedding's type (a torch tensor on the
-        embedding's device, or a numpy array); the outputs may be torch tensors or numpy arrays
+        embedding's device, or a numpy array); the outputs may be torch tensors or numpy arrays; the embedding batch
+        is a buffer refilled for the next simulation (copy it to keep it)
     :param num_simulations: number of simulations (>= 1), i.e. of ``recurrent_fn`` calls
     :param invalid_actions: ``[B, A]`` bool, True = illegal at the root (mctx convention), or None
     :param dirichlet_alpha: root Dirichlet noise concentration (0.25 for Atari in the paper)
@@ -605,8 +616,10 @@ def muzero_policy(
         ]
     )
 
-    # Per-simulation indices [3, S, B]: parent node, action, evaluated node (sim + 1, or an existing node at max_depth).
-    sim_index = np.empty((3, num_simulations, batch_size), dtype=np.int64)
+    # Per-simulation indices [4, S, B]: parent node, action, evaluated node (sim + 1, or an existing node at
+    # max_depth), its depth; the nodes on the current simulation's path [B, N].
+    sim_index = np.empty((4, num_simulations, batch_size), dtype=np.int64)
+    path = np.empty((batch_size, num_nodes), dtype=np.int64)
     embeddings = _EmbeddingStore(root.embedding, num_simulations)
     kernel_store, kernel_input = embeddings.kernel_store, embeddings.kernel_input
     kernel_gather = embeddings.kernel_gather
@@ -620,7 +633,7 @@ def muzero_policy(
         if timed:
             t0 = time.perf_counter()
         _tree.select_leaves(
-            edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, 0, sim_index, kernel_store,
+            edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, 0, sim_index, path, kernel_store,
             kernel_input,
         )  # fmt: skip
         if timed:
@@ -641,7 +654,7 @@ def muzero_policy(
             if timed:
                 t3 = time.perf_counter()
             error = _tree.expand_backup_select(
-                edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, sim, sim_index, net_logits,
+                edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, sim, sim_index, path, net_logits,
                 net_value, net_reward, net_discount, net_embedding, kernel_store,
                 kernel_input,
             )  # fmt: skip
@@ -673,7 +686,7 @@ def muzero_policy(
     search_value = tree.value_sum[:, 0] / tree.visits[:, 0]
     root_prior = tree.prior[:, 0].copy()
     visit_probs = visit_counts / visit_counts.sum(axis=1, keepdims=True)
-    action_weights = temperature_weights(visit_counts, temperature, ~legal, root_prior)
+    action_weights = _temperature_weights(visit_counts.astype(np.float64), temperature, legal, root_prior)
     if temperature == 0.0:
         action_out = action_weights.argmax(axis=1).astype(np.int64)
     else:
