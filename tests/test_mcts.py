@@ -164,21 +164,24 @@ def _softmax(logits: list[float]) -> list[float]:
     return [x / total for x in e]
 
 
-def ucb_score(parent: Node, child: Node, min_max_stats: MinMaxStats) -> float:
+def ucb_score(parent: Node, child: Node, min_max_stats: MinMaxStats, unvisited: str = "zero") -> float:
     pb_c = math.log((parent.visit_count + C2 + 1) / C2) + C1
     pb_c *= math.sqrt(parent.visit_count) / (child.visit_count + 1)
     prior_score = pb_c * child.prior
     if child.visit_count > 0:
         value_score = min_max_stats.normalize(child.reward + child.discount * child.value())
+    elif unvisited == "parent":  # the parent's own value: mean backed-up return, or its network value before any
+        own = parent.value() if parent.visit_count > 0 else parent.network_value
+        value_score = min_max_stats.normalize(own)
     else:
         value_score = 0.0
     return prior_score + value_score
 
 
-def select_child(node: Node, min_max_stats: MinMaxStats) -> tuple[int, Node]:
+def select_child(node: Node, min_max_stats: MinMaxStats, unvisited: str = "zero") -> tuple[int, Node]:
     best_action, best_score = -1, -math.inf
     for action in sorted(node.children):
-        score = ucb_score(node, node.children[action], min_max_stats)
+        score = ucb_score(node, node.children[action], min_max_stats, unvisited)
         if score > best_score:
             best_action, best_score = action, score
     return best_action, node.children[best_action]
@@ -215,6 +218,7 @@ def reference_search(
     num_simulations: int,
     legal: np.ndarray,
     max_depth: int | None = None,
+    unvisited: str = "zero",
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Search root ``b`` alone with per-node objects; returns visit counts [A], search value, root Q [A]."""
     num_actions = root.prior_logits.shape[1]
@@ -228,7 +232,7 @@ def reference_search(
         search_path = [node]
         action = -1
         while node.expanded():
-            action, node = select_child(node, stats)
+            action, node = select_child(node, stats, unvisited)
             search_path.append(node)
             if max_depth is not None and len(search_path) - 1 >= max_depth and node.expanded():
                 break
@@ -263,9 +267,9 @@ def _random_invalid(rng: np.random.Generator, batch_size: int, num_actions: int)
 
 
 def _check_against_reference(model: Any, root: mcts.RootFnOutput, out: mcts.SearchOutput, sims: int, legal: np.ndarray,
-                             max_depth: int | None = None) -> None:  # fmt: skip
+                             max_depth: int | None = None, unvisited: str = "zero") -> None:  # fmt: skip
     for b in range(len(legal)):
-        visits, value, root_q = reference_search(model, root, b, sims, legal[b], max_depth)
+        visits, value, root_q = reference_search(model, root, b, sims, legal[b], max_depth, unvisited)
         np.testing.assert_array_equal(out.visit_counts[b], visits)
         np.testing.assert_allclose(out.search_value[b], value, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(out.root_q[b], root_q, rtol=1e-12, atol=1e-12)
@@ -276,32 +280,38 @@ def _check_against_reference(model: Any, root: mcts.RootFnOutput, out: mcts.Sear
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("unvisited", ["zero", "parent"])
 @pytest.mark.parametrize("discount", [1.0, 0.9, -1.0, "mixed"])
 @pytest.mark.parametrize("num_actions", [2, 3, 7])
 @pytest.mark.parametrize("batch_size", [1, 5])
-def test_matches_reference(batch_size: int, num_actions: int, discount: float | str) -> None:
+def test_matches_reference(batch_size: int, num_actions: int, discount: float | str, unvisited: str) -> None:
     rng = np.random.default_rng(batch_size * 100 + num_actions)
     for seed, sims in enumerate([1, 2, 10, 50]):
         model = HashModel(num_actions, discount)
         root = model.root(batch_size, seed)
         invalid = _random_invalid(rng, batch_size, num_actions) if seed % 2 else None
-        out = mcts.muzero_policy(root, model, sims, invalid_actions=invalid, dirichlet_fraction=0.0, rng=rng)
+        out = mcts.muzero_policy(
+            root, model, sims, invalid_actions=invalid, dirichlet_fraction=0.0, rng=rng, unvisited_value=unvisited
+        )
         legal = np.ones((batch_size, num_actions), bool) if invalid is None else ~invalid
-        _check_against_reference(model, root, out, sims, legal)
+        _check_against_reference(model, root, out, sims, legal, unvisited=unvisited)
         assert np.all(out.visit_counts.sum(axis=1) == sims)
         assert np.all(out.tree.visits[:, 0] == sims)
 
 
+@pytest.mark.parametrize("unvisited", ["zero", "parent"])
 @pytest.mark.parametrize("discount", [1.0, -1.0, "mixed"])
-def test_matches_reference_with_ties(discount: float | str) -> None:
+def test_matches_reference_with_ties(discount: float | str, unvisited: str) -> None:
     """Equal priors and equal Q values everywhere: the tie-breaking must match scoring every child."""
     rng = np.random.default_rng(3)
     for seed, (num_actions, sims) in enumerate([(2, 30), (3, 40), (7, 50), (18, 60)]):
         model = HashModel(num_actions, discount, quantized=True)
         root = model.root(4, seed)
         invalid = _random_invalid(rng, 4, num_actions)
-        out = mcts.muzero_policy(root, model, sims, invalid_actions=invalid, dirichlet_fraction=0.0)
-        _check_against_reference(model, root, out, sims, ~invalid)
+        out = mcts.muzero_policy(
+            root, model, sims, invalid_actions=invalid, dirichlet_fraction=0.0, unvisited_value=unvisited
+        )
+        _check_against_reference(model, root, out, sims, ~invalid, unvisited=unvisited)
 
 
 @pytest.mark.parametrize("embedding_type", ["numpy", "torch"])
@@ -341,8 +351,9 @@ def test_cuda_embeddings_match_cpu() -> None:
     np.testing.assert_allclose(cpu.root_q, gpu.root_q, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("unvisited_parent", [False, True])
 @pytest.mark.parametrize("all_legal", [True, False])
-def test_selection_shortcut_equals_full_scan(all_legal: bool) -> None:
+def test_selection_shortcut_equals_full_scan(all_legal: bool, unvisited_parent: bool) -> None:
     """The selection kernel scores only visited children and the best unvisited one; it must pick what scoring
     every child picks (ties: lowest index), here on many root states built with ties everywhere."""
     from sb3_frontier.algorithms.muzero import _tree
@@ -366,16 +377,22 @@ def test_selection_shortcut_equals_full_scan(all_legal: bool) -> None:
         edge_i[b, 0, : len(order), _tree.VISITED] = order
         node_i[b, 0, _tree.NUM_VISITED] = len(order)
     node_i[:, 0, _tree.VISITS] = visits.sum(axis=1)
+    node_f[:, 0, _tree.VALUE_SUM] = rng.choice([-1.0, 0.0, 0.5, 2.0], size=batch_size) * node_i[:, 0, _tree.VISITS]
+    node_f[:, 0, _tree.RAW_VALUE] = rng.choice([-0.5, 0.0, 1.0], size=batch_size)
     minmax = np.where(rng.random((batch_size, 1)) < 0.7, [[-0.5, 1.0]], [[0.5, 0.5]])
     tables = np.array([[math.log((n + C2 + 1) / C2) + C1 for n in range(num_nodes)], [math.sqrt(n) for n in range(num_nodes)]])
     sim_index = np.zeros((4, 1, batch_size), dtype=np.int64)
     path = np.zeros((batch_size, num_nodes), dtype=np.int64)
     no_embedding = np.zeros((batch_size, num_nodes, 0), dtype=np.float32)
     _tree.select_leaves(
-        edge_f, edge_i, node_f, node_i, minmax, legal, tables, 1, 0, sim_index, path, no_embedding, no_embedding[:, 0]
-    )
+        edge_f, edge_i, node_f, node_i, minmax, legal, tables, 1, unvisited_parent, 0, sim_index, path, no_embedding,
+        no_embedding[:, 0],
+    )  # fmt: skip
     scores = np.empty(num_actions)
-    full = [_tree._puct_scan(b, 0, edge_f, edge_i, node_i, minmax, legal, tables, scores) for b in range(batch_size)]
+    full = [
+        _tree._puct_scan(b, 0, edge_f, edge_i, node_f, node_i, minmax, legal, tables, unvisited_parent, scores)
+        for b in range(batch_size)
+    ]
     np.testing.assert_array_equal(sim_index[1, 0], full)
     assert np.all(legal[np.arange(batch_size), full])
     # the shortcut was taken for most roots (no tie with another unvisited child)

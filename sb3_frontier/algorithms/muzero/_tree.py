@@ -53,18 +53,21 @@ def _puct_scan(
     node: int,
     edge_f: np.ndarray,  # [B, N, A, 2] float64
     edge_i: np.ndarray,  # [B, N, A, 3] int32
+    node_f: np.ndarray,  # [B, N, 5] float64
     node_i: np.ndarray,  # [B, N, 6] int32
     minmax: np.ndarray,  # [B, 2] float64
     root_legal: np.ndarray,  # [B, A] bool
     tables: np.ndarray,  # [2, N] float64
+    unvisited_parent: bool,
     scores: np.ndarray,  # [A] float64, scratch
 ) -> int:
     """
     Score every child of a node by pUCT and return the best action (MuZero, Appendix B, eq. 2).
 
     score(s, a) = Qnorm(s, a) + P(s, a) * sqrt(N(s)) / (1 + N(s, a)) * (c1 + log((N(s) + c2 + 1) / c2)), with
-    Q(s, a) min-max normalised over the root's tree (identity while max <= min) and Qnorm = 0 for unvisited children.
-    Ties go to the lowest action index; at the root (``node == 0``) only legal actions count.
+    Q(s, a) min-max normalised over the root's tree (identity while max <= min); an unvisited child's Q is 0, or,
+    with ``unvisited_parent``, the node's own value V(s) (normalised the same way). Ties go to the lowest action
+    index; at the root (``node == 0``) only legal actions count.
     """
     n_parent = node_i[b, node, VISITS]
     pb_c_log = tables[0, n_parent]
@@ -73,12 +76,16 @@ def _puct_scan(
         shift, scale = minmax[b, 0], minmax[b, 1] - minmax[b, 0]
     else:
         shift, scale = 0.0, 1.0  # identity: (q - 0) / 1 == q exactly
+    unvisited_score = 0.0
+    if unvisited_parent:
+        own = node_f[b, node, VALUE_SUM] / n_parent if n_parent > 0 else node_f[b, node, RAW_VALUE]
+        unvisited_score = (own - shift) / scale
     num_actions = edge_f.shape[2]
     for a in range(num_actions):  # no branch and no loop-carried state: vectorisable
         n_child = edge_i[b, node, a, CHILD_VISITS]
         prior_score = pb_c_log * (sqrt_parent / (n_child + 1)) * edge_f[b, node, a, PRIOR]
         value_score = (edge_f[b, node, a, Q] - shift) / scale
-        scores[a] = prior_score + value_score if n_child > 0 else prior_score
+        scores[a] = prior_score + (value_score if n_child > 0 else unvisited_score)
     if node == 0:
         for a in range(num_actions):
             if not root_legal[b, a]:
@@ -148,6 +155,7 @@ def select_leaves(
     root_legal: np.ndarray,  # [B, A] bool
     tables: np.ndarray,  # [2, N] float64
     max_depth: int,
+    unvisited_parent: bool,
     sim: int,
     sim_index: np.ndarray,  # [4, S, B] int64: parent, action, evaluated node, its depth
     path: np.ndarray,  # [B, N] int64
@@ -190,19 +198,27 @@ def select_leaves(
                 shift, scale = minmax[b, 0], minmax[b, 1] - minmax[b, 0]
             else:
                 shift, scale = 0.0, 1.0  # identity: (q - 0) / 1 == q exactly
-            # The unvisited child of highest prior: every unvisited child scores c * P(s, a).
+            # The unvisited child of highest prior: every unvisited child scores c * P(s, a) + u, the same u for all
+            # (0, or the node's own normalised value with `unvisited_parent`).
             best_score = -np.inf
             action = num_actions
             unvisited = node_i[b, node, BEST_UNVISITED]
             if unvisited >= 0:
                 c = pb_c_log * (sqrt_parent / 1)
-                best_score = c * edge_f[b, node, unvisited, PRIOR]
-                if c * node_f[b, node, SECOND_PRIOR] == best_score:
+                prior_score = c * edge_f[b, node, unvisited, PRIOR]
+                if unvisited_parent:
+                    own = node_f[b, node, VALUE_SUM] / n_parent if n_parent > 0 else node_f[b, node, RAW_VALUE]
+                    best_score = prior_score + (own - shift) / scale
+                else:
+                    best_score = prior_score
+                if c * node_f[b, node, SECOND_PRIOR] == prior_score:
                     action = -1  # another unvisited child may tie: score every child
                 else:
                     action = unvisited
             if action < 0:
-                action = _puct_scan(b, node, edge_f, edge_i, node_i, minmax, root_legal, tables, scores)
+                action = _puct_scan(
+                    b, node, edge_f, edge_i, node_f, node_i, minmax, root_legal, tables, unvisited_parent, scores
+                )
             else:
                 # The visited children, in order of first visit; ties go to the lowest action index.
                 for j in range(node_i[b, node, NUM_VISITED]):
@@ -365,6 +381,7 @@ def expand_backup_select(
     root_legal: np.ndarray,  # [B, A] bool
     tables: np.ndarray,  # [2, N] float64
     max_depth: int,
+    unvisited_parent: bool,
     sim: int,
     sim_index: np.ndarray,  # [4, S, B] int64: parent, action, evaluated node, its depth
     path: np.ndarray,  # [B, N] int64: nodes of the current simulation's path
@@ -404,6 +421,7 @@ def expand_backup_select(
     _backup(path, sim_index[3, sim], edge_f, edge_i, node_f, node_i, minmax)
     if sim + 1 < sim_index.shape[1]:
         select_leaves(
-            edge_f, edge_i, node_f, node_i, minmax, root_legal, tables, max_depth, sim + 1, sim_index, path, store, gather
-        )
+            edge_f, edge_i, node_f, node_i, minmax, root_legal, tables, max_depth, unvisited_parent, sim + 1, sim_index,
+            path, store, gather,
+        )  # fmt: skip
     return 0

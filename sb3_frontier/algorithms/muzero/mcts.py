@@ -10,7 +10,8 @@ simulation does not grow with ``B``.
 Semantics follow the paper's pseudocode (supplementary material, ``run_mcts``):
 
 - pUCT (Appendix B, eq. 2): ``Qnorm(s, a) + P(s, a) sqrt(N(s)) / (1 + N(s, a)) (c1 + log((N(s) + c2 + 1) / c2))``
-  with ``c1 = pb_c_init = 1.25`` and ``c2 = pb_c_base = 19652``; an unexpanded child scores ``Qnorm = 0``; ties go
+  with ``c1 = pb_c_init = 1.25`` and ``c2 = pb_c_base = 19652``; an unexpanded child scores ``Qnorm = 0``
+  (``unvisited_value="zero"``, the pseudocode) or the normalised value of its parent (``"parent"``); ties go
   to the lowest action index (the pseudocode's ``max`` over tuples would take the highest).
 - ``Q(s, a) = r(s, a) + discount(s, a) V(child)`` is min-max normalised with the statistics of the root's whole
   tree, updated during backup with ``r + discount V(node)`` for every node on the path (the root counts as
@@ -558,6 +559,7 @@ def muzero_policy(
     temperature: float = 1.0,
     rng: np.random.Generator | None = None,
     max_depth: int | None = None,
+    unvisited_value: str = "zero",
     timings: SearchTimings | None = None,
 ) -> SearchOutput:
     """
@@ -580,6 +582,10 @@ def muzero_policy(
     :param temperature: visit-count temperature of the acting distribution; 0 = most visited action
     :param rng: random generator for the noise and the action draw (a fresh one if None)
     :param max_depth: maximum number of edges a simulation descends (None: unlimited)
+    :param unvisited_value: Q of an unvisited child in pUCT: ``"zero"`` (the paper's pseudocode: normalised Q = 0) or
+        ``"parent"`` (the parent's own value V(s), normalised like the other Q values; as mctx's default
+        ``qtransform_by_parent_and_siblings`` and EfficientZero do), which keeps few-simulation searches from
+        following the first visited child
     :param timings: accumulators to add this call's timings to (None: no timing)
     :return: actions, acting weights, visit counts, search values, root Q values and the tree
     """
@@ -587,6 +593,9 @@ def muzero_policy(
     t_start = time.perf_counter() if timed else 0.0
     num_simulations = _check_positive_int(num_simulations, "num_simulations")
     depth_limit = num_simulations + 1 if max_depth is None else _check_positive_int(max_depth, "max_depth")
+    if unvisited_value not in ("zero", "parent"):
+        raise ValueError(f"unvisited_value must be 'zero' or 'parent', got {unvisited_value!r}")
+    unvisited_parent = unvisited_value == "parent"
     root_logits, root_value, legal = _check_inputs(
         root, invalid_actions, dirichlet_alpha, dirichlet_fraction, pb_c_init, pb_c_base, temperature
     )
@@ -633,8 +642,8 @@ def muzero_policy(
         if timed:
             t0 = time.perf_counter()
         _tree.select_leaves(
-            edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, 0, sim_index, path, kernel_store,
-            kernel_input,
+            edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, unvisited_parent, 0, sim_index, path,
+            kernel_store, kernel_input,
         )  # fmt: skip
         if timed:
             timings.kernel_s += time.perf_counter() - t0  # type: ignore[union-attr]
@@ -654,7 +663,8 @@ def muzero_policy(
             if timed:
                 t3 = time.perf_counter()
             error = _tree.expand_backup_select(
-                edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, sim, sim_index, path, net_logits,
+                edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, unvisited_parent, sim, sim_index, path,
+                net_logits,
                 net_value, net_reward, net_discount, net_embedding, kernel_store,
                 kernel_input,
             )  # fmt: skip

@@ -99,6 +99,9 @@ class MuZero(BaseAlgorithm):
     :param dirichlet_fraction: root noise weight (0: no noise)
     :param pb_c_init: pUCT c1
     :param pb_c_base: pUCT c2
+    :param unvisited_value: Q of unvisited children in pUCT: ``"parent"`` (the parent's value, as mctx and
+        EfficientZero) or ``"zero"`` (the paper's pseudocode, which makes searches of few simulations follow the
+        first child they visit; see :func:`~sb3_frontier.algorithms.muzero.mcts.muzero_policy`)
     :param priority_exponent: alpha of prioritized replay (0: uniform)
     :param importance_exponent: beta of the importance-sampling weights (0: none)
     :param reanalyze_fraction: fraction of each batch whose policy targets are recomputed by a fresh search with the
@@ -149,6 +152,7 @@ class MuZero(BaseAlgorithm):
         dirichlet_fraction: float = 0.25,
         pb_c_init: float = 1.25,
         pb_c_base: float = 19652.0,
+        unvisited_value: str = "parent",
         priority_exponent: float = 1.0,
         importance_exponent: float = 1.0,
         reanalyze_fraction: float = 0.0,
@@ -184,6 +188,8 @@ class MuZero(BaseAlgorithm):
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
         if not 0.0 <= reanalyze_fraction <= 1.0:
             raise ValueError(f"reanalyze_fraction must lie in [0, 1], got {reanalyze_fraction}")
+        if unvisited_value not in ("parent", "zero"):
+            raise ValueError(f"unvisited_value must be 'parent' or 'zero', got {unvisited_value!r}")
         if value_bootstrap not in ("search", "target"):
             raise ValueError(f"value_bootstrap must be 'search' or 'target', got {value_bootstrap!r}")
         if not 0.0 <= dirichlet_fraction <= 1.0 or dirichlet_alpha <= 0:
@@ -224,6 +230,7 @@ class MuZero(BaseAlgorithm):
         self.dirichlet_fraction = dirichlet_fraction
         self.pb_c_init = pb_c_init
         self.pb_c_base = pb_c_base
+        self.unvisited_value = unvisited_value
         self.priority_exponent = priority_exponent
         self.importance_exponent = importance_exponent
         self.reanalyze_fraction = reanalyze_fraction
@@ -348,6 +355,7 @@ class MuZero(BaseAlgorithm):
                 pb_c_base=self.pb_c_base,
                 temperature=temperature,
                 rng=self._rng,
+                unvisited_value=self.unvisited_value,
             )
 
     def predict(  # type: ignore[override]
