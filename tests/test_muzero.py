@@ -178,26 +178,28 @@ def test_life_loss_and_truncation_reach_the_replay():
     model = MuZero("MlpPolicy", env, seed=0, **SMALL)
     model.learn(27)  # three whole games
     replay = model.replay_buffer
-    obs = replay.observations[: replay.n_written]
-    steps = np.rint(obs[:, 0] * 9).astype(int)
-    stops = replay.value_prefix[: replay.n_written]
-    # a position whose n-step window crosses a life loss gets no bootstrap
+    n = replay.n_written
+    steps = np.rint(replay.observations[:n, 0] * 9).astype(int)
     for slot, t in enumerate(steps):
-        if t < 9:
-            next_loss = (t // 3 + 1) * 3  # steps 3, 6, 9 end a life
-            assert replay.bootstrap_index[slot] == -1 if next_loss - t <= model.td_steps else True
-            assert stops[slot] == pytest.approx(sum(model.gamma**i for i in range(next_loss - t)))
+        if t == 9:  # terminal observation
+            continue
+        next_loss = (t // 3 + 1) * 3  # a life is lost on the steps ending at 3, 6, 9
+        # rewards up to the life loss, then no bootstrap: the life loss cuts the value target ("roll")
+        assert replay.bootstrap_index[slot] == -1
+        assert replay.value_prefix[slot] == pytest.approx(sum(model.gamma**i for i in range(next_loss - t)))
 
     trunc_env = make_vec_env("CartPole-v1", n_envs=1, seed=0, env_kwargs=dict(max_episode_steps=7))
     model = MuZero("MlpPolicy", trunc_env, seed=0, **SMALL)
     model.learn(35)
     replay = model.replay_buffer
-    assert replay.n_written > 0
-    assert not replay.segment_terminal[: replay.n_written].any() or replay.n_written > 0
-    finals = np.where(replay.actions[: replay.n_written] < 0)[0]
-    for slot in finals:  # a game cut at 7 steps without falling: truncated, so bootstrapped from its value
-        if replay.segment_end[slot] - slot == 1 and not replay.segment_terminal[slot]:
-            assert replay.bootstrap_index[slot - 1] == slot
+    n = replay.n_written
+    finals = np.flatnonzero(replay.actions[:n] < 0)  # final observations of finished games
+    assert len(finals) >= 3
+    for slot in finals:  # the pole does not fall within 7 steps: every game is truncated by the time limit
+        assert not replay.segment_terminal[slot]
+        assert replay.bootstrap_index[slot - 1] == slot  # the last step bootstraps from the final observation
+        assert replay.bootstrap_discount[slot - 1] == pytest.approx(model.gamma)
+        assert not replay.value_valid[slot]
 
 
 def test_reanalyze_preset_trains():

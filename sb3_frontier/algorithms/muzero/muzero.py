@@ -214,8 +214,9 @@ class MuZero(BaseAlgorithm):
             device=device,
             support_multi_env=True,
             seed=seed,
-            supported_action_spaces=(spaces.Discrete,),
         )
+        if not isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(f"MuZero needs a Discrete action space (it searches over actions), got {self.action_space}")
         self.buffer_size = buffer_size
         self.learning_starts = learning_starts
         self.batch_size = batch_size
