@@ -40,8 +40,15 @@ def run_one(algo: str, seed: int, eval_every: int, budget: int | None) -> dict[s
     tracker = ThresholdCallback(eval_env, THRESHOLD, eval_every)
     model.learn(budget, callback=tracker.make())
     steps, seconds = tracker.reached_at if tracker.reached_at else (None, None)
-    print(f"{algo} seed {seed}: reached at {steps} steps, {seconds and round(seconds, 1)} s; curve {tracker.curve}", flush=True)
-    return {"algo": algo, "seed": seed, "budget": budget, "reached_steps": steps, "reached_seconds": seconds, "curve": tracker.curve}
+    print(f"{algo} seed {seed}: reached at {steps} steps, {seconds} s; curve {tracker.curve}", flush=True)
+    return {
+        "algo": algo,
+        "seed": seed,
+        "budget": budget,
+        "reached_steps": steps,
+        "reached_seconds": seconds,
+        "curve": tracker.curve,
+    }
 
 
 def summarize(runs: list[dict[str, Any]], algo: str) -> dict[str, Any]:
@@ -111,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     for s in summaries:
         if "steps_median" in s:
-            steps = f"{s['steps_median']:,.0f} ({s['steps_range'][0]:,}–{s['steps_range'][1]:,})"
-            secs = f"{s['seconds_median']:.0f} ({s['seconds_range'][0]:.0f}–{s['seconds_range'][1]:.0f})"
+            steps = f"{s['steps_median']:,.0f} ({s['steps_range'][0]:,}-{s['steps_range'][1]:,})"
+            secs = f"{s['seconds_median']:.0f} ({s['seconds_range'][0]:.0f}-{s['seconds_range'][1]:.0f})"
         else:
             steps = secs = "not every seed reached it"
         lines.append(f"| {s['algo']} | {s['reached']}/{s['runs']} | {steps} | {secs} | {s['budget']:,} |")
@@ -128,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     section = (
         f"## Sample efficiency on {ENV_ID} (steps to a deterministic evaluation mean of {THRESHOLD:.0f})\n\n"
         f"Command: `{command}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch thread. "
-        "Raw curves: `benchmarks/out/cartpole_sample_efficiency.json`; plot: `benchmarks/out/cartpole_sample_efficiency.png`.\n\n"
+        "Raw curves: `benchmarks/out/cartpole_sample_efficiency.json`; "
+        "plot: `benchmarks/out/cartpole_sample_efficiency.png`.\n\n"
         + "\n".join(lines)
         + "\n\n"
         + ("Ratios of medians (lower is better): " + "; ".join(ratios) + ".\n\n" if ratios else "")

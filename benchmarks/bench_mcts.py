@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
+from benchmarks.common import OUT_DIR, environment_info, update_results_section
+
 EMBEDDING = 64
 HIDDEN = 64
 NUM_SIMULATIONS = 50
@@ -117,7 +118,9 @@ class TorchMLPModel:
         return self.output(out[:, a + 1], self.discounts[batch_size], out[:, :a], out[:, a]), nxt
 
 
-def make_ours(batch_size: int, num_actions: int, seed: int = 0) -> tuple[Callable[[], None], Callable[[Any], None]]:
+def make_ours(
+    batch_size: int, num_actions: int, seed: int = 0, unvisited: str = "parent"
+) -> tuple[Callable[[], None], Callable[[Any], None]]:
     """Return ``run()`` (one batched search) and ``run_timed(timings)`` for one benchmark cell."""
     import torch
 
@@ -145,6 +148,7 @@ def make_ours(batch_size: int, num_actions: int, seed: int = 0) -> tuple[Callabl
                 pb_c_base=19652.0,
                 temperature=1.0,
                 rng=rng,
+                unvisited_value=unvisited,
                 timings=timings,
             )
 
@@ -277,11 +281,11 @@ def time_rate(run: Callable[[], None], batch_size: int, min_seconds: float) -> f
             return calls * batch_size / elapsed
 
 
-def bench_cell(batch_size: int, num_actions: int, repeats: int, min_seconds: float) -> dict[str, Any]:
+def bench_cell(batch_size: int, num_actions: int, repeats: int, min_seconds: float, unvisited: str) -> dict[str, Any]:
     """Measure one (B, A) cell: alternating ours / mctx, then ours with timing accumulators on."""
     from sb3_frontier.algorithms.muzero import mcts
 
-    ours, ours_timed = make_ours(batch_size, num_actions)
+    ours, ours_timed = make_ours(batch_size, num_actions, unvisited=unvisited)
     peer = make_mctx(batch_size, num_actions)
     for _ in range(2):  # warm-up: numba kernels (cached), XLA compilation
         ours()
@@ -361,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per cell and implementation (median)")
     parser.add_argument("--quick", action="store_true", help="short repeats (smoke run; numbers are noisier)")
     parser.add_argument("--min-seconds", type=float, default=None, help="length of one timed repeat")
+    parser.add_argument(
+        "--unvisited", choices=["parent", "zero"], default="parent", help="our unvisited-child Q (MuZero's default: parent)"
+    )
     args = parser.parse_args(argv)
     min_seconds = args.min_seconds if args.min_seconds is not None else (0.2 if args.quick else 1.0)
 
@@ -386,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cells = []
     for batch_size in (16, 256):
         for num_actions in (2, 18):
-            cell = bench_cell(batch_size, num_actions, args.repeats, min_seconds)
+            cell = bench_cell(batch_size, num_actions, args.repeats, min_seconds, args.unvisited)
             cells.append(cell)
             print(
                 f"B={batch_size:4d} A={num_actions:3d}: ours {cell['ours_median']:10.0f}/s  "
@@ -404,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "heads reward/value/policy linear",
         "threads": {"torch": torch.get_num_threads(), "XLA_FLAGS": os.environ["XLA_FLAGS"]},
         "qtransform": {
-            "ours": "min-max over the root's whole tree (MuZero pseudocode)",
+            "ours": f"min-max over the root's whole tree, unvisited children: {args.unvisited}",
             "mctx": "qtransform_by_parent_and_siblings (muzero_policy default)",
         },
         "versions": {
@@ -429,6 +436,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"ours: torch {torch.get_num_threads()} thread, numba; mctx: jax.jit, XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
     print("Q normalisation: ours min-max over the whole tree; mctx qtransform_by_parent_and_siblings (its default)")
     print(f"wrote {OUT_DIR / 'mcts_speed.json'} and {OUT_DIR / 'mcts_speed.png'}")
+    info = environment_info()
+    update_results_section(
+        "bench_mcts",
+        f"## Search speed: decisions/s at {NUM_SIMULATIONS} simulations, ours vs mctx\n\n"
+        f"Command: `{result['command'].strip()}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, "
+        f"one thread each (`XLA_FLAGS={XLA_FLAGS}`). Raw numbers: `benchmarks/out/mcts_speed.json`; plot: "
+        f"`benchmarks/out/mcts_speed.png`.\n\n{markdown_table(cells)}\n\n"
+        f"Median of {args.repeats} alternating repeats. Same MLP on both sides ({result['model']}). Q normalisation: "
+        f"ours min-max over the root's tree with unvisited children at `{args.unvisited}`; mctx its default "
+        "`qtransform_by_parent_and_siblings`. Bookkeeping share = search time outside the network call "
+        "(kernels, set-up, conversions); kernels share = the numba selection/expansion/backup alone.",
+    )
     return result
 
 

@@ -131,7 +131,7 @@ def timed_rate(work: Callable[[], int]) -> float:
 
 def _fmt(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "-"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}"
@@ -145,20 +145,20 @@ def markdown_table(results: Sequence[PairResult]) -> str:
     :return: the table
     """
     lines = [
-        "| measure | ours | ours median (min–max) | peer | peer median (min–max) | ratio ours/peer |",
+        "| measure | ours | ours median (min-max) | peer | peer median (min-max) | ratio ours/peer |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
-        ours = f"{_fmt(r.ours_median)} ({_fmt(min(r.ours))}–{_fmt(max(r.ours))}) {r.unit}"
-        peer = f"{_fmt(r.peer_median)} ({_fmt(min(r.peer))}–{_fmt(max(r.peer))}) {r.unit}" if r.peer else "–"
-        ratio = f"{r.ratio:.3f}" if r.ratio is not None else "–"
+        ours = f"{_fmt(r.ours_median)} ({_fmt(min(r.ours))}-{_fmt(max(r.ours))}) {r.unit}"
+        peer = f"{_fmt(r.peer_median)} ({_fmt(min(r.peer))}-{_fmt(max(r.peer))}) {r.unit}" if r.peer else "-"
+        ratio = f"{r.ratio:.3f}" if r.ratio is not None else "-"
         lines.append(f"| {r.name} | {r.ours_label} | {ours} | {r.peer_label} | {peer} | {ratio} |")
     return "\n".join(lines)
 
 
 def bar_plot(results: Sequence[PairResult], path: Path, title: str) -> None:
     """
-    Grouped bars (ours, peer) of the medians with min–max error bars, one group per pair.
+    Grouped bars (ours, peer) of the medians with min-max error bars, one group per pair.
 
     :param results: measured pairs (all in comparable units)
     :param path: PNG to write

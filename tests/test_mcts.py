@@ -308,9 +308,7 @@ def test_matches_reference_with_ties(discount: float | str, unvisited: str) -> N
         model = HashModel(num_actions, discount, quantized=True)
         root = model.root(4, seed)
         invalid = _random_invalid(rng, 4, num_actions)
-        out = mcts.muzero_policy(
-            root, model, sims, invalid_actions=invalid, dirichlet_fraction=0.0, unvisited_value=unvisited
-        )
+        out = mcts.muzero_policy(root, model, sims, invalid_actions=invalid, dirichlet_fraction=0.0, unvisited_value=unvisited)
         _check_against_reference(model, root, out, sims, ~invalid, unvisited=unvisited)
 
 

@@ -751,6 +751,7 @@ __all__ = [
     "RandomOpponent",
     "TicTacToeEnv",
     "TicTacToeVsOpponent",
+    "board_image",
     "canonical_observation",
     "line_winner",
     "make_opponent",
@@ -760,6 +761,5 @@ __all__ = [
     "minimax_value",
     "play_match",
     "random_opponent",
-    "board_image",
     "render_board",
 ]

@@ -143,7 +143,7 @@ class MuZeroPolicy(BasePolicy):
             nn.init.zeros_(head.weight)
             if head.bias is not None:
                 nn.init.zeros_(head.bias)
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -212,9 +212,7 @@ class MuZeroPolicy(BasePolicy):
         policy_logits, value_logits = self.prediction(hidden)
         return hidden, policy_logits, value_logits
 
-    def recurrent_inference(
-        self, hidden: th.Tensor, actions: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    def recurrent_inference(self, hidden: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """
         g then f.
 
@@ -277,7 +275,10 @@ class MuZeroCnnPolicy(MuZeroPolicy):
         kwargs.setdefault("features_extractor_class", ImageExtractor)
         if kwargs["features_extractor_class"] is ImageExtractor:
             kwargs.setdefault("features_extractor_kwargs", {})
-            kwargs["features_extractor_kwargs"] = {"channels_last": channels_last, **(kwargs["features_extractor_kwargs"] or {})}
+            kwargs["features_extractor_kwargs"] = {
+                "channels_last": channels_last,
+                **(kwargs["features_extractor_kwargs"] or {}),
+            }
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_networks(self) -> None:
@@ -371,10 +372,10 @@ __all__ = [
     "PAPER_SUPPORT",
     "CnnPolicy",
     "MlpPolicy",
-    "MultiInputPolicy",
     "MuZeroCnnPolicy",
     "MuZeroMultiInputPolicy",
     "MuZeroPolicy",
+    "MultiInputPolicy",
     "get_action_dim",
     "make_support",
 ]

@@ -76,7 +76,7 @@ def register_algorithms() -> dict[str, type[BaseAlgorithm]]:
         for name, (sampler, converter) in SAMPLERS.items():
             if name in algorithms:
                 hyperparams_opt.HYPERPARAMS_SAMPLER[name] = sampler
-                hyperparams_opt.HYPERPARAMS_CONVERTER[name] = converter
+                hyperparams_opt.HYPERPARAMS_CONVERTER[name] = converter  # type: ignore[assignment]
     except ImportError:  # optuna is optional for rl-zoo3's train without -optimize
         pass
     return algorithms

@@ -54,7 +54,7 @@ def with_default_config(args: Sequence[str], ours: Sequence[str]) -> list[str]:
     args = list(args)
     algo = _option_value(args, "--algo")
     has_config = _option_value(args, "-conf", "--conf-file") is not None
-    if algo in ours and not has_config:
+    if algo is not None and algo in ours and not has_config:
         args += ["--conf-file", str(config_path(algo))]
     return args
 

@@ -4,4 +4,4 @@ from sb3_frontier.algorithms.muzero import mcts
 from sb3_frontier.algorithms.muzero.muzero import REANALYZE_PRESET, MuZero, paper_temperature
 from sb3_frontier.policies.muzero import CnnPolicy, MlpPolicy, MultiInputPolicy
 
-__all__ = ["REANALYZE_PRESET", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "MuZero", "mcts", "paper_temperature"]
+__all__ = ["REANALYZE_PRESET", "CnnPolicy", "MlpPolicy", "MuZero", "MultiInputPolicy", "mcts", "paper_temperature"]

@@ -193,7 +193,9 @@ class MuZero(BaseAlgorithm):
         if value_bootstrap not in ("search", "target"):
             raise ValueError(f"value_bootstrap must be 'search' or 'target', got {value_bootstrap!r}")
         if not 0.0 <= dirichlet_fraction <= 1.0 or dirichlet_alpha <= 0:
-            raise ValueError(f"Need dirichlet_alpha > 0 and dirichlet_fraction in [0, 1], got {dirichlet_alpha}, {dirichlet_fraction}")
+            raise ValueError(
+                f"Need dirichlet_alpha > 0 and dirichlet_fraction in [0, 1], got {dirichlet_alpha}, {dirichlet_fraction}"
+            )
         if priority_exponent < 0 or importance_exponent < 0:
             raise ValueError("priority_exponent and importance_exponent must be >= 0")
         if min(value_loss_coef, reward_loss_coef, policy_loss_coef) < 0:
@@ -533,7 +535,9 @@ class MuZero(BaseAlgorithm):
         :param progress_bar: show a progress bar
         :return: the trained model
         """
-        total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
         if reset_num_timesteps or self._builders is None:
             self._init_collection()
         callback.on_training_start(locals(), globals())
@@ -545,7 +549,9 @@ class MuZero(BaseAlgorithm):
             if not self.collect_step(callback):
                 break
             steps += 1
-            ready = self.num_timesteps >= self.learning_starts and self.replay_buffer is not None and len(self.replay_buffer) > 0
+            ready = (
+                self.num_timesteps >= self.learning_starts and self.replay_buffer is not None and len(self.replay_buffer) > 0
+            )
             if ready and steps % self.train_freq == 0:
                 self.train(self.gradient_steps, self.batch_size)
             if log_interval is not None and self._episode_num - last_dump >= log_interval:
@@ -588,7 +594,7 @@ class MuZero(BaseAlgorithm):
 
     def _reanalyze(self, batch: MuZeroBatch) -> None:
         """Fresh policy targets (a new search with the latest network) for the first fraction of the batch, in place."""
-        n = int(round(self.reanalyze_fraction * batch.indices.shape[0]))
+        n = round(self.reanalyze_fraction * batch.indices.shape[0])
         if n == 0:
             return
         assert self.replay_buffer is not None
