@@ -217,10 +217,16 @@ def test_two_player_self_play_on_tictactoe():
     replay = model.replay_buffer
     written = replay.n_written
     assert written > 0
-    # value targets are final outcomes (+-1 or 0), rewards stored as zero except the last move of each game
+    # value targets are final outcomes (+-1 or 0, never bootstrapped); reward targets are zero (the outcome is in the
+    # values, so the search's r + discount * V does not count a win twice)
     targets = replay.value_prefix[:written]
     assert set(np.unique(targets)) <= {-1.0, 0.0, 1.0}
+    assert np.any(targets != 0)
     assert np.all(replay.bootstrap_index[:written] == -1)
+    assert np.all(replay.rewards[:written] == 0)
+    # the terminal position's target is the loss of the player to move there: minus the last mover's result
+    finals = np.flatnonzero(replay.actions[:written] < 0)
+    assert np.all(targets[finals] == -targets[finals - 1])
 
 
 def test_bad_input_raises():

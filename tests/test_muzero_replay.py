@@ -249,6 +249,7 @@ def test_two_player_outcome_targets_alternate():
     segments = feed_game(builder, np.array([0, 0, 1], np.float32), np.zeros(3, bool), np.zeros(4), 0, True)
     assert len(segments) == 1
     np.testing.assert_array_equal(segments[0].value_targets, [1, -1, 1, -1])
+    np.testing.assert_array_equal(segments[0].rewards, 0)  # the outcome lives in the values only
     replay = MuZeroReplayBuffer(100, OBS_SPACE, N_ACTIONS, unroll_steps=4, td_steps=2, gamma=1.0)
     replay.add(segments[0])
     batch = replay.sample(16, np.random.default_rng(0), two_player=True)

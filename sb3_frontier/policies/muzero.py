@@ -256,7 +256,7 @@ class MuZeroCnnPolicy(MuZeroPolicy):
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Schedule,
-        channels: int = 64,
+        channels: int = 32,
         n_blocks: int = 2,
         downsample: bool | None = None,
         downsample_blocks: tuple[int, int, int] = (1, 1, 1),

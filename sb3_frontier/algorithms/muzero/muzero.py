@@ -250,7 +250,7 @@ class MuZero(BaseAlgorithm):
         self._legal: np.ndarray | None = None
         self._warned: set[str] = set()
         self._n_updates = 0
-        self._search_stats: dict[str, list[float]] = {}
+        self._search_stats: dict[str, tuple[float, int]] = {}  # running (sum, count) since the last log dump
         if _init_setup_model:
             self._setup_model()
 
@@ -480,12 +480,11 @@ class MuZero(BaseAlgorithm):
             truncated = bool(dones[i]) and bool(info.get("TimeLimit.truncated", False))
             terminated = bool(dones[i]) and not truncated
             stop = terminated or bool(info.get("life_loss", False))
-            reward = 0.0 if self.two_player and not dones[i] else float(rewards[i])
             self._add_segment(
                 builder.append(
                     _obs_index(self._last_obs, i),
                     int(actions[i]),
-                    reward,
+                    float(rewards[i]),
                     stop,
                     float(out.search_value[i]),
                     out.visit_probs[i].astype(np.float32),
@@ -508,11 +507,14 @@ class MuZero(BaseAlgorithm):
         return callback.on_step()
 
     def _record_search(self, out: mcts.SearchOutput) -> None:
-        stats = self._search_stats
         probs = np.clip(out.visit_probs, 1e-12, 1.0)
-        stats.setdefault("search_value", []).append(float(out.search_value.mean()))
-        stats.setdefault("visit_entropy", []).append(float(-(out.visit_probs * np.log(probs)).sum(axis=1).mean()))
-        stats.setdefault("max_depth", []).append(float(out.max_depth.mean()))
+        for key, value in (
+            ("search_value", out.search_value.mean()),
+            ("visit_entropy", -(out.visit_probs * np.log(probs)).sum(axis=1).mean()),
+            ("max_depth", out.max_depth.mean()),
+        ):
+            total, count = self._search_stats.get(key, (0.0, 0))
+            self._search_stats[key] = (total + float(value), count + 1)
 
     # ------------------------------------------------------------------------------------------------------ learning
     def learn(
@@ -538,7 +540,8 @@ class MuZero(BaseAlgorithm):
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
-        if reset_num_timesteps or self._builders is None:
+        assert self.env is not None
+        if reset_num_timesteps or self._builders is None or len(self._builders) != self.env.num_envs:
             self._init_collection()
         callback.on_training_start(locals(), globals())
         assert self.env is not None
@@ -569,8 +572,8 @@ class MuZero(BaseAlgorithm):
         if len(self.ep_info_buffer) > 0 and len(self.ep_info_buffer[0]) > 0:
             self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))
             self.logger.record("rollout/ep_len_mean", safe_mean([ep["l"] for ep in self.ep_info_buffer]))
-        for key, values in self._search_stats.items():
-            self.logger.record(f"search/{key}", float(np.mean(values)))
+        for key, (total, count) in self._search_stats.items():
+            self.logger.record(f"search/{key}", total / max(count, 1))
         self._search_stats = {}
         self.logger.record("search/temperature", self._current_temperature())
         self.logger.record("time/fps", fps)

@@ -512,8 +512,9 @@ class SegmentBuilder:
             observations = np.stack(self.observations[window])  # type: ignore[arg-type]
         rewards = np.asarray(self.rewards[window], dtype=np.float32)
         value_targets = None
-        if self.two_player:
+        if self.two_player:  # the outcome goes into the value targets; the reward targets are zero
             value_targets = outcome_targets(rewards, terminal)
+            rewards = np.zeros_like(rewards)
         return GameSegment(
             observations=observations,
             actions=np.asarray(self.actions[window], dtype=np.int64),
