@@ -249,7 +249,7 @@ def write_outputs(
     :return: the markdown section written
     """
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks." + name + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    command = f"python -m benchmarks.{Path(sys.argv[0]).stem}" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     info = environment_info()
     payload = {"name": name, "command": command, "environment": info, "results": [r.summary() for r in results]}
     if extra:

@@ -283,21 +283,22 @@ def test_loss_matches_a_per_sample_reference():
     total = 0.0
     with th.no_grad():
         for b in range(6):
-            obs = th.as_tensor(batch.observations[b : b + 1])
+            obs = th.as_tensor(batch.observations[b : b + 1], device=model.device)
             hidden, p_logits, v_logits = policy.initial_inference(obs)
             sample = 0.0
             for k in range(k_steps + 1):
                 if k > 0:
-                    action = th.as_tensor(batch.actions[b : b + 1, k - 1])
+                    action = th.as_tensor(batch.actions[b : b + 1, k - 1], device=model.device)
                     hidden, r_logits, p_logits, v_logits = policy.recurrent_inference(hidden, action)
                 scale = 1.0 if k == 0 else 1.0 / k_steps
                 if batch.value_mask[b, k]:
                     target = policy.value_support.encode(np.array([z[b, k]]))
-                    sample += scale * -(th.as_tensor(target) * th.log_softmax(v_logits, -1)).sum().item()
+                    sample += scale * -(th.as_tensor(target, device=model.device) * th.log_softmax(v_logits, -1)).sum().item()
                 if k > 0 and batch.reward_mask[b, k]:
                     target = policy.reward_support.encode(np.array([batch.rewards[b, k]]))
-                    sample += scale * -(th.as_tensor(target) * th.log_softmax(r_logits, -1)).sum().item()
+                    sample += scale * -(th.as_tensor(target, device=model.device) * th.log_softmax(r_logits, -1)).sum().item()
                 if batch.policy_mask[b, k]:
-                    sample += scale * -(th.as_tensor(batch.policies[b, k]) * th.log_softmax(p_logits, -1)).sum().item()
+                    target = th.as_tensor(batch.policies[b, k], device=model.device)
+                    sample += scale * -(target * th.log_softmax(p_logits, -1)).sum().item()
             total += batch.weights[b] * sample
     assert losses["loss"].item() == pytest.approx(total / 6, rel=1e-4)
