@@ -20,9 +20,9 @@ import torch as th
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from benchmarks.common import OUT_DIR, ThresholdCallback, environment_info, update_results_section, zoo_hyperparams
+from benchmarks.common import OUT_DIR, ThresholdCallback, environment_info, update_results_section
 from sb3_frontier import MuZero
-from sb3_frontier.zoo import config_path
+from sb3_frontier.zoo import read_hyperparams
 
 ENV_ID = "CartPole-v1"
 THRESHOLD = 475.0
@@ -31,8 +31,7 @@ CLASSES = {"muzero": MuZero, "ppo": PPO, "dqn": DQN}
 
 def run_one(algo: str, seed: int, eval_every: int, budget: int | None) -> dict[str, Any]:
     """Train one algorithm on one seed until the threshold or its budget; return the evaluation curve."""
-    path = config_path("muzero") if algo == "muzero" else None
-    n_envs, n_timesteps, kwargs = zoo_hyperparams(algo, ENV_ID, path)
+    n_envs, n_timesteps, kwargs = read_hyperparams(algo, ENV_ID)
     budget = n_timesteps if budget is None else budget
     env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
     eval_env = make_vec_env(ENV_ID, n_envs=10, seed=seed + 10_000)

@@ -22,18 +22,18 @@ import torch as th
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from benchmarks.common import OUT_DIR, environment_info, update_results_section, zoo_hyperparams
+from benchmarks.common import OUT_DIR, environment_info, update_results_section
 from sb3_frontier import MuZero
 from sb3_frontier.envs import register_envs
 from sb3_frontier.envs.tictactoe import play_match
-from sb3_frontier.zoo import config_path
+from sb3_frontier.zoo import read_hyperparams
 
 SELF_PLAY = "sb3_frontier/TicTacToe-v0"
 VS_RANDOM = "sb3_frontier/TicTacToeVsRandom-v0"
 
 
 def train_muzero(steps: int, seed: int) -> Callable[[np.ndarray, np.ndarray], int]:
-    n_envs, _, kwargs = zoo_hyperparams("muzero", SELF_PLAY, config_path("muzero"))
+    n_envs, _, kwargs = read_hyperparams("muzero", SELF_PLAY)
     model = MuZero(env=make_vec_env(SELF_PLAY, n_envs=n_envs, seed=seed), seed=seed, **kwargs).learn(steps)
 
     def act(obs: np.ndarray, mask: np.ndarray) -> int:

@@ -267,37 +267,6 @@ def write_outputs(
     return section
 
 
-def zoo_hyperparams(algo: str, env_id: str, path: str | Path | None = None) -> tuple[int, int, dict[str, Any]]:
-    """
-    Hyperparameters of an rl-zoo3 YAML entry, ready for the algorithm's constructor.
-
-    :param algo: zoo algorithm name (``"ppo"``, ``"dqn"``, ``"muzero"``, ...)
-    :param env_id: the entry
-    :param path: YAML file (default: rl-zoo3's own ``hyperparams/<algo>.yml``)
-    :return: ``(n_envs, n_timesteps, kwargs)`` with ``kwargs`` holding ``policy`` and the constructor arguments
-        (schedules and ``policy_kwargs`` strings converted as rl-zoo3 does)
-    """
-    import yaml
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    if path is None:
-        import rl_zoo3
-
-        path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
-    entry = dict(yaml.safe_load(Path(path).read_text())[env_id])
-    unsupported = {"normalize", "env_wrapper", "frame_stack", "callback", "vec_env_wrapper"} & set(entry)
-    if unsupported:
-        raise ValueError(f"zoo_hyperparams does not handle {sorted(unsupported)} (entry {algo}/{env_id})")
-    n_envs = int(entry.pop("n_envs", 1))
-    n_timesteps = int(float(entry.pop("n_timesteps")))
-    entry = ExperimentManager._preprocess_schedules(entry)
-    if isinstance(entry.get("policy_kwargs"), str):
-        from torch import nn  # noqa: F401  (zoo strings may name nn.* activations)
-
-        entry["policy_kwargs"] = eval(entry["policy_kwargs"])
-    return n_envs, n_timesteps, entry
-
-
 class ThresholdCallback:
     """
     Evaluates the model every ``eval_every`` environment steps (deterministic, mean over ``n_episodes``) and stops

@@ -96,3 +96,15 @@ def test_every_config_entry_runs(env_id, tmp_path):
         pytest.importorskip("Box2D")
     args = ["--algo", "muzero", "--env", zoo_env, "-f", str(tmp_path / "logs"), "--eval-freq", "-1", "--seed", "0"]
     run_cli("train", *args, "-n", "16", "-params", "num_simulations:2", "n_envs:2", cwd=tmp_path)
+
+
+def test_read_hyperparams_converts_zoo_entries():
+    from sb3_frontier.zoo import read_hyperparams
+
+    n_envs, n_timesteps, kwargs = read_hyperparams("muzero", "CartPole-v1")
+    assert n_envs == CONFIG["CartPole-v1"]["n_envs"] and n_timesteps == int(CONFIG["CartPole-v1"]["n_timesteps"])
+    assert kwargs["policy"] == "MlpPolicy" and isinstance(kwargs["policy_kwargs"], dict)
+    n_envs, _, ppo = read_hyperparams("ppo", "CartPole-v1")  # rl-zoo3's own file: lin_ schedules become callables
+    assert n_envs == 8 and callable(ppo["learning_rate"]) and ppo["learning_rate"](1.0) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="env_wrapper"):
+        read_hyperparams("muzero", "atari")

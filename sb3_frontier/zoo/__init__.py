@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -53,6 +54,42 @@ def config_path(algo: str) -> Path:
     return path
 
 
+def read_hyperparams(algo: str, env_id: str, path: str | Path | None = None) -> tuple[int, int, dict[str, Any]]:
+    """
+    One entry of an rl-zoo3 hyperparameter file, ready for the algorithm's constructor.
+
+    Schedules (``lin_0.001``) and ``policy_kwargs`` strings are converted as rl-zoo3 does; entries that need rl-zoo3's
+    environment set-up (``normalize``, ``env_wrapper``, ``frame_stack``, ...) are refused: use ``sb3-frontier train``.
+
+    :param algo: zoo algorithm name (``"muzero"``, ``"ppo"``, ...)
+    :param env_id: the entry (an environment id, or ``"atari"``)
+    :param path: the YAML file (default: ours for our algorithms, rl-zoo3's ``hyperparams/<algo>.yml`` otherwise)
+    :return: ``(n_envs, n_timesteps, kwargs)``, ``kwargs`` holding ``policy`` and the constructor arguments
+    """
+    import yaml
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    if path is None:
+        if algo in ALGORITHM_PATHS:
+            path = config_path(algo)
+        else:
+            import rl_zoo3
+
+            path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+    entry = dict(yaml.safe_load(Path(path).read_text())[env_id])
+    unsupported = {"normalize", "env_wrapper", "frame_stack", "callback", "vec_env_wrapper", "env_kwargs"} & set(entry)
+    if unsupported:
+        raise ValueError(f"read_hyperparams does not handle {sorted(unsupported)} (entry {algo}/{env_id}); use the zoo")
+    n_envs = int(entry.pop("n_envs", 1))
+    n_timesteps = int(float(entry.pop("n_timesteps")))
+    entry = ExperimentManager._preprocess_schedules(entry)
+    if isinstance(entry.get("policy_kwargs"), str):
+        from torch import nn
+
+        entry["policy_kwargs"] = eval(entry["policy_kwargs"], {"nn": nn, "dict": dict})
+    return n_envs, n_timesteps, entry
+
+
 def register_algorithms() -> dict[str, type[BaseAlgorithm]]:
     """
     Add our algorithms to rl-zoo3's ``ALGOS`` (and to its optuna samplers where we have them).
@@ -82,4 +119,4 @@ def register_algorithms() -> dict[str, type[BaseAlgorithm]]:
     return algorithms
 
 
-__all__ = ["ALGORITHM_PATHS", "CONFIG_DIR", "available_algorithms", "config_path", "register_algorithms"]
+__all__ = ["ALGORITHM_PATHS", "CONFIG_DIR", "available_algorithms", "config_path", "read_hyperparams", "register_algorithms"]
