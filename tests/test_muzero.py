@@ -302,3 +302,14 @@ def test_loss_matches_a_per_sample_reference():
                     sample += scale * -(target * th.log_softmax(p_logits, -1)).sum().item()
             total += batch.weights[b] * sample
     assert losses["loss"].item() == pytest.approx(total / 6, rel=1e-4)
+
+
+def test_non_finite_loss_raises_and_l2_is_on_by_default():
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = MuZero("MlpPolicy", env, seed=0, **SMALL)
+    assert model.policy.optimizer.param_groups[0]["weight_decay"] == pytest.approx(1e-4)
+    model.learn(60)
+    with th.no_grad():
+        next(model.policy.value_head.parameters()).fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="not finite"):
+        model.train(1, batch_size=8)

@@ -26,6 +26,9 @@ SupportSpec = tuple[float, float, int]
 #: The paper's supports: 601 bins on [-300, 300] over h-transformed values (Appendix F).
 PAPER_SUPPORT: SupportSpec = (-300.0, 300.0, 601)
 
+#: The paper's L2 regularisation coefficient (c in Eq. 1), applied as the optimizer's ``weight_decay``.
+L2_COEF = 1e-4
+
 
 def make_support(spec: SupportSpec | CategoricalSupport, eps: float) -> CategoricalSupport:
     """
@@ -67,7 +70,7 @@ class MuZeroPolicy(BasePolicy):
     :param features_extractor_kwargs: its keyword arguments
     :param normalize_images: divide uint8 images by 255
     :param optimizer_class: optimizer
-    :param optimizer_kwargs: optimizer keyword arguments (``weight_decay`` is MuZero's L2 regularisation)
+    :param optimizer_kwargs: optimizer keyword arguments (default ``weight_decay=1e-4``: MuZero's L2 regularisation)
     """
 
     def __init__(
@@ -96,7 +99,7 @@ class MuZeroPolicy(BasePolicy):
             features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs={"weight_decay": L2_COEF} if optimizer_kwargs is None else optimizer_kwargs,
         )
         if hidden_dim < 1:
             raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
@@ -369,6 +372,7 @@ CnnPolicy = MuZeroCnnPolicy
 MultiInputPolicy = MuZeroMultiInputPolicy
 
 __all__ = [
+    "L2_COEF",
     "PAPER_SUPPORT",
     "CnnPolicy",
     "MlpPolicy",
