@@ -327,7 +327,7 @@ class MuZero(BaseAlgorithm):
 
     def search(
         self,
-        observations: np.ndarray | dict[str, np.ndarray],
+        observations: np.ndarray | dict[str, np.ndarray] | th.Tensor | dict[str, th.Tensor],
         legal: np.ndarray | None = None,
         noise: bool = False,
         temperature: float = 1.0,
@@ -335,13 +335,18 @@ class MuZero(BaseAlgorithm):
         """
         Search a batch of observations with the current network.
 
-        :param observations: [B, *obs_shape] (or a dict of such arrays)
+        :param observations: [B, *obs_shape] (or a dict of such arrays), numpy or torch
         :param legal: [B, A] legal actions (True = legal), or None for all legal
         :param noise: add root Dirichlet noise (acting, Reanalyze) or not (evaluation)
         :param temperature: visit-count temperature of the returned actions (0: most visited)
         :return: the search output (actions, visit counts, search values, ...)
         """
-        obs_tensor = obs_as_tensor(observations, self.device)
+        if isinstance(observations, th.Tensor) or (
+            isinstance(observations, dict) and all(isinstance(v, th.Tensor) for v in observations.values())
+        ):
+            obs_tensor: Any = observations
+        else:
+            obs_tensor = obs_as_tensor(observations, self.device)  # type: ignore[arg-type]
         with th.no_grad():
             hidden, policy_logits, value_logits = self.policy.initial_inference(obs_tensor)
             root = mcts.RootFnOutput(
@@ -383,11 +388,10 @@ class MuZero(BaseAlgorithm):
         self.policy.set_training_mode(False)
         obs, vectorized = self.policy.obs_to_tensor(observation)
         batch = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
-        obs_np = {k: v.cpu().numpy() for k, v in obs.items()} if isinstance(obs, dict) else obs.cpu().numpy()
         legal = None
         if action_masks is not None:
             legal = np.asarray(action_masks, dtype=bool).reshape(batch, self.n_actions)
-        out = self.search(obs_np, legal, noise=False, temperature=0.0 if deterministic else 1.0)
+        out = self.search(obs, legal, noise=False, temperature=0.0 if deterministic else 1.0)
         actions = out.action
         if not vectorized:
             actions = actions.squeeze(axis=0)
