@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"MuZero/{peer['algo']}: steps {mz['steps_median'] / peer['steps_median']:.2f}, "
                 f"wall-clock {mz['seconds_median'] / peer['seconds_median']:.2f}"
             )
-    command = "python -m benchmarks.bench_cartpole" + (" " + " ".join(argv) if argv else "")
+    command = "python -m benchmarks.bench_cartpole" + (" " + " ".join(sys.argv[1:] if argv is None else argv) if (sys.argv[1:] if argv is None else argv) else "")
     section = (
         f"## Sample efficiency on {ENV_ID} (steps to a deterministic evaluation mean of {THRESHOLD:.0f})\n\n"
         f"Command: `{command}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch thread. "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"| {name} | {opponent} | {statistics.median(wins):.3f} ({min(wins):.3f}-{max(wins):.3f}) | {draws:.3f} "
                 f"| {losses:.3f} | {sum(r['illegal_moves'] for r in mine)} | {seconds:.0f} |"
             )
-    command = "python -m benchmarks.bench_tictactoe" + (" " + " ".join(argv) if argv else "")
+    command = "python -m benchmarks.bench_tictactoe" + (" " + " ".join(sys.argv[1:] if argv is None else argv) if (sys.argv[1:] if argv is None else argv) else "")
     section = (
         f"## Board game: tic-tac-toe after {args.steps:,} training moves\n\n"
         f"Command: `{command}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch thread. "
