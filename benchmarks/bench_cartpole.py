@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch as th
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from benchmarks.common import OUT_DIR, ThresholdCallback, environment_info, update_results_section
+from benchmarks.common import OUT_DIR, ThresholdCallback, command_line, environment_info, update_results_section
 from sb3_frontier import MuZero
 from sb3_frontier.zoo import read_hyperparams
 
@@ -131,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"MuZero/{peer['algo']}: steps {mz['steps_median'] / peer['steps_median']:.2f}, "
                 f"wall-clock {mz['seconds_median'] / peer['seconds_median']:.2f}"
             )
-    command = "python -m benchmarks.bench_cartpole" + (" " + " ".join(sys.argv[1:] if argv is None else argv) if (sys.argv[1:] if argv is None else argv) else "")
+    command = command_line("benchmarks.bench_cartpole", argv)
     section = (
         f"## Sample efficiency on {ENV_ID} (steps to a deterministic evaluation mean of {THRESHOLD:.0f})\n\n"
         f"Command: `{command}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch thread. "

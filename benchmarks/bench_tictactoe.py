@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,7 +22,7 @@ import torch as th
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from benchmarks.common import OUT_DIR, environment_info, update_results_section
+from benchmarks.common import OUT_DIR, command_line, environment_info, update_results_section
 from sb3_frontier import MuZero
 from sb3_frontier.envs import register_envs
 from sb3_frontier.envs.tictactoe import play_match
@@ -92,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"| {name} | {opponent} | {statistics.median(wins):.3f} ({min(wins):.3f}-{max(wins):.3f}) | {draws:.3f} "
                 f"| {losses:.3f} | {sum(r['illegal_moves'] for r in mine)} | {seconds:.0f} |"
             )
-    command = "python -m benchmarks.bench_tictactoe" + (" " + " ".join(sys.argv[1:] if argv is None else argv) if (sys.argv[1:] if argv is None else argv) else "")
+    command = command_line("benchmarks.bench_tictactoe", argv)
     section = (
         f"## Board game: tic-tac-toe after {args.steps:,} training moves\n\n"
         f"Command: `{command}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch thread. "

@@ -213,6 +213,18 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """
+    The command that ran a benchmark, for results.md.
+
+    :param module: module name, e.g. ``"benchmarks.bench_cartpole"``
+    :param argv: the arguments given to ``main`` (``None``: the process's own)
+    :return: ``python -m <module> <args>``
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    return f"python -m {module}" + (" " + shlex.join(args) if args else "")
+
+
 def update_results_section(name: str, body: str, results_md: Path = RESULTS_MD) -> None:
     """
     Replace (or append) the section ``name`` of ``benchmarks/results.md``, delimited by HTML comments.
@@ -249,7 +261,7 @@ def write_outputs(
     :return: the markdown section written
     """
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    command = f"python -m benchmarks.{Path(sys.argv[0]).stem}" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    command = command_line(f"benchmarks.{Path(sys.argv[0]).stem}")
     info = environment_info()
     payload = {"name": name, "command": command, "environment": info, "results": [r.summary() for r in results]}
     if extra:
