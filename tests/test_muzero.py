@@ -313,3 +313,23 @@ def test_non_finite_loss_raises_and_l2_is_on_by_default():
         next(model.policy.value_head.parameters()).fill_(float("nan"))
     with pytest.raises(RuntimeError, match="not finite"):
         model.train(1, batch_size=8)
+
+
+def test_temperature_moves_plays_greedily_after_the_opening():
+    """Board-game schedule: moves after ``temperature_moves`` take the most visited action."""
+    env = DummyVecEnv([lambda: MaskedEnv(legal=(0, 1, 2, 3)) for _ in range(2)])
+    kwargs = {**SMALL, "learning_starts": 10_000}  # acting only
+    model = MuZero("MlpPolicy", env, seed=0, temperature=5.0, temperature_moves=3, **kwargs)
+    model.learn(240)
+    replay = model.replay_buffer
+    n = replay.n_written
+    steps = np.rint(replay.observations[:n, 0] * 12).astype(int)
+    taken = replay.actions[:n]
+    visits = replay.policies[:n]
+    most_visited = visits == visits.max(axis=1, keepdims=True)
+    is_greedy = most_visited[np.arange(n), np.maximum(taken, 0)]
+    moves = taken >= 0
+    assert np.all(is_greedy[moves & (steps >= 3)])
+    assert not np.all(is_greedy[moves & (steps < 3)])  # a high temperature explores in the opening
+    with pytest.raises(ValueError, match="temperature_moves"):
+        MuZero("MlpPolicy", env, temperature_moves=-1)

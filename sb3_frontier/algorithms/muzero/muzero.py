@@ -95,6 +95,9 @@ class MuZero(BaseAlgorithm):
     :param train_freq: VecEnv steps between training phases
     :param gradient_steps: gradient steps per training phase
     :param temperature: visit-count temperature of acting, a constant or a schedule of SB3's progress remaining
+    :param temperature_moves: if set, only the first ``temperature_moves`` moves of each episode are drawn with the
+        temperature and the later ones take the most visited action (the paper's board-game schedule: 30 moves for
+        Go and chess); ``None`` applies the temperature to every move (the paper's Atari setting)
     :param dirichlet_alpha: root noise concentration
     :param dirichlet_fraction: root noise weight (0: no noise)
     :param pb_c_init: pUCT c1
@@ -148,6 +151,7 @@ class MuZero(BaseAlgorithm):
         train_freq: int = 1,
         gradient_steps: int = 1,
         temperature: float | Schedule = paper_temperature,
+        temperature_moves: int | None = None,
         dirichlet_alpha: float = 0.25,
         dirichlet_fraction: float = 0.25,
         pb_c_init: float = 1.25,
@@ -190,6 +194,8 @@ class MuZero(BaseAlgorithm):
             raise ValueError(f"reanalyze_fraction must lie in [0, 1], got {reanalyze_fraction}")
         if unvisited_value not in ("parent", "zero"):
             raise ValueError(f"unvisited_value must be 'parent' or 'zero', got {unvisited_value!r}")
+        if temperature_moves is not None and temperature_moves < 0:
+            raise ValueError(f"temperature_moves must be None or >= 0, got {temperature_moves}")
         if value_bootstrap not in ("search", "target"):
             raise ValueError(f"value_bootstrap must be 'search' or 'target', got {value_bootstrap!r}")
         if not 0.0 <= dirichlet_fraction <= 1.0 or dirichlet_alpha <= 0:
@@ -229,6 +235,7 @@ class MuZero(BaseAlgorithm):
         self.train_freq = train_freq
         self.gradient_steps = gradient_steps
         self.temperature = temperature
+        self.temperature_moves = temperature_moves
         self.dirichlet_alpha = dirichlet_alpha
         self.dirichlet_fraction = dirichlet_fraction
         self.pb_c_init = pb_c_init
@@ -247,6 +254,7 @@ class MuZero(BaseAlgorithm):
         self.two_player = two_player
         self.replay_buffer = None
         self._builders: list[SegmentBuilder] | None = None
+        self._episode_moves: np.ndarray | None = None
         self._legal: np.ndarray | None = None
         self._warned: set[str] = set()
         self._n_updates = 0
@@ -288,7 +296,7 @@ class MuZero(BaseAlgorithm):
         self._rng = np.random.default_rng(self.seed)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "replay_buffer", "_builders", "_legal", "_search_stats"]
+        return [*super()._excluded_save_params(), "replay_buffer", "_builders", "_legal", "_search_stats", "_episode_moves"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "target_policy"], []
@@ -427,6 +435,7 @@ class MuZero(BaseAlgorithm):
         ]
         reset_infos = getattr(self.env, "reset_infos", [{} for _ in range(self.env.num_envs)])
         self._legal = self._legal_from_infos(list(reset_infos))
+        self._episode_moves = np.zeros(self.env.num_envs, dtype=np.int64)
 
     def _add_segment(self, segment: Any) -> None:
         if segment is None:
@@ -466,9 +475,16 @@ class MuZero(BaseAlgorithm):
         :return: whether training should continue
         """
         assert self.env is not None and self._builders is not None and self._legal is not None
-        assert self._last_obs is not None
+        assert self._last_obs is not None and self._episode_moves is not None
         out = self.search(self._last_obs, self._legal, noise=True, temperature=self._current_temperature())
         actions = out.action
+        if self.temperature_moves is not None:
+            greedy = self._episode_moves >= self.temperature_moves
+            if greedy.any():
+                actions = actions.copy()
+                actions[greedy] = mcts.select_action(
+                    out.visit_counts[greedy], 0.0, invalid_actions=~self._legal[greedy], prior=out.root_prior[greedy]
+                )
         new_obs, rewards, dones, infos = self.env.step(actions)
         rewards = np.asarray(rewards, dtype=np.float64)
         if not np.all(np.isfinite(rewards)):
@@ -505,6 +521,7 @@ class MuZero(BaseAlgorithm):
                 self._add_segment(self._builders[i].finish(finals[truncated_envs.index(i)], False, float(value)))
 
         self._legal = self._legal_from_infos(infos, dones)
+        self._episode_moves = np.where(dones, 0, self._episode_moves + 1)
         self._last_obs = new_obs  # type: ignore[assignment]
         self._last_episode_starts = dones
         callback.update_locals(locals())
