@@ -360,8 +360,8 @@ class MuZeroReplayBuffer:
         :param batch_size: B
         :param rng: random generator
         :param importance_exponent: beta of the importance-sampling weights (0: all ones)
-        :param two_player: values past a game's end are masked instead of absorbing zeros (the terminal position
-            already carries the outcome)
+        :param two_player: past a game's end the value targets carry the terminal position's outcome, alternating
+            in sign every ply, instead of absorbing zeros
         :return: the batch
         """
         if len(self) == 0:
@@ -376,13 +376,20 @@ class MuZeroReplayBuffer:
         inside = positions < seg_end
         pslots = positions % size
 
-        # Values: inside the segment from the stored parts; past a termination an absorbing 0.
-        value_prefix = np.where(inside, self.value_prefix[pslots], 0.0).astype(np.float32)
+        # Values: inside the segment from the stored parts; past a termination an absorbing state: value 0, or for
+        # two-player games the terminal position's outcome with the sign flipping every ply (the search backs values
+        # up through the absorbing plies with discount -1, so they must agree with the terminal position's value).
+        if two_player:
+            plies_past_end = positions - (seg_end - 1)
+            final_outcome = self.value_prefix[(seg_end - 1) % size]
+            absorbing = final_outcome * np.where(plies_past_end % 2 == 0, 1.0, -1.0)
+        else:
+            absorbing = np.zeros(positions.shape)
+        value_prefix = np.where(inside, self.value_prefix[pslots], absorbing).astype(np.float32)
         bootstrap_discount = np.where(inside, self.bootstrap_discount[pslots], 0.0).astype(np.float32)
         bootstrap_indices = np.where(inside, self.bootstrap_index[pslots], -1)
         bootstrap_values = self.root_values[np.maximum(bootstrap_indices, 0) % size]
-        past_end_valid = terminal & (not two_player)
-        value_mask = np.where(inside, self.value_valid[pslots], past_end_valid)
+        value_mask = np.where(inside, self.value_valid[pslots], terminal)
 
         # Rewards of the transitions (s_{t+k-1}, a_{t+k-1}) for k >= 1; actions fed to the dynamics.
         prev = positions[:, :-1]  # [B, K]
