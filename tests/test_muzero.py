@@ -112,6 +112,8 @@ def test_deterministic_predict_is_reproducible_and_survives_save_load(tmp_path):
     model.save(tmp_path / "muzero")
     loaded = MuZero.load(tmp_path / "muzero", env=env)
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], first)
+    without_env = MuZero.load(tmp_path / "muzero")  # as rl-zoo3's enjoy loads it
+    np.testing.assert_array_equal(without_env.predict(obs, deterministic=True)[0], first)
     for key, value in model.policy.state_dict().items():
         assert th.equal(value, loaded.policy.state_dict()[key])
     for key, value in model.target_policy.state_dict().items():

@@ -223,7 +223,7 @@ class MuZero(BaseAlgorithm):
             support_multi_env=True,
             seed=seed,
         )
-        if not isinstance(self.action_space, spaces.Discrete):
+        if env is not None and not isinstance(self.action_space, spaces.Discrete):  # (load() sets the spaces later)
             raise ValueError(f"MuZero needs a Discrete action space (it searches over actions), got {self.action_space}")
         self.buffer_size = buffer_size
         self.learning_starts = learning_starts
@@ -652,7 +652,7 @@ class MuZero(BaseAlgorithm):
             losses, root_values = self._losses(batch, value_targets)
             loss = losses["loss"]
             if not th.isfinite(loss):
-                parts = {k: float(v) for k, v in losses.items()}
+                parts = {k: v.item() for k, v in losses.items()}
                 raise RuntimeError(f"MuZero loss is not finite: {parts} (check rewards, supports and learning rate)")
             self.policy.optimizer.zero_grad()
             loss.backward()
