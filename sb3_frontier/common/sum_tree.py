@@ -22,24 +22,26 @@ __all__ = ["SumTree"]
 
 
 @numba.njit(cache=True)
-def _update_leaves(
+def _write_leaves(
     sums: np.ndarray,  # [2 * size] float64
     mins: np.ndarray,  # [2 * size] float64
     is_set: np.ndarray,  # [capacity] bool
     size: int,
     indices: np.ndarray,  # [B] int64, validated to lie in [0, capacity)
-    priorities: np.ndarray,  # [B] float64, validated finite and already floored
+    priorities: np.ndarray,  # [B] float64, validated finite and already floored (ignored when unsetting)
+    set_leaves: bool,
 ) -> int:
-    """Write the leaves in order and recompute their ancestors; return how many leaves were set for the first time."""
-    n_new = 0
+    """Write the leaves in order (set to ``priorities``, or unset: sum 0 and minimum +inf) and recompute their
+    ancestors; return how many leaves changed between set and unset."""
+    changed = 0
     for k in range(indices.shape[0]):
         idx = indices[k]
-        if not is_set[idx]:
-            is_set[idx] = True
-            n_new += 1
+        if is_set[idx] != set_leaves:
+            is_set[idx] = set_leaves
+            changed += 1
         node = idx + size
-        sums[node] = priorities[k]
-        mins[node] = priorities[k]
+        sums[node] = priorities[k] if set_leaves else 0.0
+        mins[node] = priorities[k] if set_leaves else np.inf
         node //= 2
         while node >= 1:
             left = 2 * node
@@ -47,34 +49,7 @@ def _update_leaves(
             sums[node] = sums[left] + sums[left + 1]
             mins[node] = min(mins[left], mins[left + 1])
             node //= 2
-    return n_new
-
-
-@numba.njit(cache=True)
-def _clear_leaves(
-    sums: np.ndarray,  # [2 * size] float64
-    mins: np.ndarray,  # [2 * size] float64
-    is_set: np.ndarray,  # [capacity] bool
-    size: int,
-    indices: np.ndarray,  # [B] int64, validated to lie in [0, capacity)
-) -> int:
-    """Unset leaves (sum 0, minimum +inf) and recompute their ancestors; return how many were set before."""
-    n_cleared = 0
-    for k in range(indices.shape[0]):
-        idx = indices[k]
-        if is_set[idx]:
-            is_set[idx] = False
-            n_cleared += 1
-        node = idx + size
-        sums[node] = 0.0
-        mins[node] = np.inf
-        node //= 2
-        while node >= 1:
-            left = 2 * node
-            sums[node] = sums[left] + sums[left + 1]
-            mins[node] = min(mins[left], mins[left + 1])
-            node //= 2
-    return n_cleared
+    return changed
 
 
 @numba.njit(cache=True)
@@ -221,7 +196,7 @@ class SumTree:
                 f"SumTree priorities must be <= {self._max_priority:.3g} so that the total stays finite, got {prio.max():.3g}"
             )
         prio = np.maximum(prio, self._min_priority)
-        self._n_set += int(_update_leaves(self._sums, self._mins, self._is_set, self._size, idx, prio))
+        self._n_set += int(_write_leaves(self._sums, self._mins, self._is_set, self._size, idx, prio, True))
 
     def remove(self, indices: np.ndarray | list[int] | int) -> None:
         """Unset a batch of leaves (e.g. replay items that were overwritten): they are never sampled again until
@@ -232,7 +207,8 @@ class SumTree:
         idx = self._check_indices(indices)
         if idx.shape[0] == 0:
             return
-        self._n_set -= int(_clear_leaves(self._sums, self._mins, self._is_set, self._size, idx))
+        unused = np.zeros(idx.shape[0], dtype=np.float64)
+        self._n_set -= int(_write_leaves(self._sums, self._mins, self._is_set, self._size, idx, unused, False))
 
     def total(self) -> float:
         """Sum of all stored priorities (0.0 when the tree is empty).
