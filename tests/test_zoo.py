@@ -108,3 +108,21 @@ def test_read_hyperparams_converts_zoo_entries():
     assert n_envs == 8 and callable(ppo["learning_rate"]) and ppo["learning_rate"](1.0) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="env_wrapper"):
         read_hyperparams("muzero", "atari")
+
+
+def test_optuna_sampler_gives_valid_muzero_arguments():
+    optuna = pytest.importorskip("optuna")
+    from rl_zoo3 import hyperparams_opt
+
+    from sb3_frontier import MuZero
+    from sb3_frontier.zoo.samplers import sample_muzero_params
+
+    register_algorithms()
+    assert hyperparams_opt.HYPERPARAMS_SAMPLER["muzero"] is sample_muzero_params
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        kwargs = hyperparams_opt.HYPERPARAMS_SAMPLER["muzero"](trial, 2, 1, {})
+        assert 0.97 <= kwargs["gamma"] <= 0.999 and kwargs["batch_size"] in (64, 128, 256, 512)
+        MuZero("MlpPolicy", "CartPole-v1", **kwargs)  # every sampled set is accepted
+        assert hyperparams_opt.HYPERPARAMS_CONVERTER["muzero"](trial.params) == kwargs
