@@ -401,6 +401,42 @@ def test_selection_shortcut_equals_full_scan(all_legal: bool, unvisited_parent: 
         assert np.mean((best < 0) | (c * node_f[:, 0, _tree.SECOND_PRIOR] != c * best_prior)) > 0.3
 
 
+@pytest.mark.parametrize("num_actions", [1, 2, 5, 18])
+def test_expansion_caches_best_unvisited_as_rescan_does(num_actions: int) -> None:
+    """A new node's BEST_UNVISITED and SECOND_PRIOR, taken from its logits while expanding, equal what scanning its
+    children gives (ties included: logits drawn from few values)."""
+    from sb3_frontier.algorithms.muzero import _tree
+
+    rng = np.random.default_rng(num_actions)
+    batch_size, num_nodes = 3000, 3
+    edge_f = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_F))
+    edge_i = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_I), dtype=np.int32)
+    edge_i[..., _tree.CHILD] = _tree.UNEXPANDED
+    node_f = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_F))
+    node_i = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_I), dtype=np.int32)
+    sim_index = np.zeros((4, 1, batch_size), dtype=np.int64)
+    sim_index[1, 0] = rng.integers(num_actions, size=batch_size)  # the action from the root
+    sim_index[2, 0] = 1  # every tree creates node 1
+    logits = rng.choice([-3.0, -1.0, 0.0, 0.5, 1e-30], size=(batch_size, num_actions)).astype(np.float32)
+    zeros = np.zeros(batch_size, dtype=np.float32)
+    no_embedding = np.zeros((batch_size, num_nodes, 0), dtype=np.float32)
+    rescan = np.full((batch_size, 1), -1, dtype=np.int64)
+    _tree._expand(
+        edge_f, edge_i, node_f, node_i, 0, sim_index, logits, zeros, zeros, zeros, no_embedding[:, 0], no_embedding,
+        rescan,
+    )  # fmt: skip
+    np.testing.assert_array_equal(rescan[:, 0], 0)  # the root's unvisited children changed
+    np.testing.assert_allclose(edge_f[:, 1, :, _tree.PRIOR].sum(axis=1), 1.0)
+    cached_best = node_i[:, 1, _tree.BEST_UNVISITED].copy()
+    cached_second = node_f[:, 1, _tree.SECOND_PRIOR].copy()
+    legal = np.ones((batch_size, num_actions), bool)
+    _tree._rescan_unvisited(np.ones((batch_size, 1), dtype=np.int64), edge_f, edge_i, node_f, node_i, legal)
+    np.testing.assert_array_equal(cached_best, node_i[:, 1, _tree.BEST_UNVISITED])
+    np.testing.assert_array_equal(cached_second, node_f[:, 1, _tree.SECOND_PRIOR])
+    if num_actions > 1:
+        assert np.mean(cached_second == edge_f[np.arange(batch_size), 1, cached_best, _tree.PRIOR]) > 0.1  # ties
+
+
 @pytest.mark.parametrize("max_depth", [1, 2, 3])
 def test_max_depth_matches_reference(max_depth: int) -> None:
     rng = np.random.default_rng(max_depth)

@@ -284,13 +284,15 @@ def _expand(
     net_discount: np.ndarray,  # [B] float
     net_embedding: np.ndarray,  # [B, E]
     store: np.ndarray,  # [B, N, E]
-    rescan: np.ndarray,  # [B, 2] int64, out: nodes whose unvisited children changed (-1 = none)
+    rescan: np.ndarray,  # [B, 1] int64, out: the parent whose unvisited children changed (-1 = none)
 ) -> None:
     """
     Create node ``sim + 1`` of every tree from the network's outputs (the pseudocode's ``expand_node``).
 
-    Writes its embedding, the reward and discount of its edge, its value, and prior = softmax(logits) over all
-    actions (interior nodes are not masked). Trees whose simulation stopped at ``max_depth`` get no new node.
+    Writes its embedding, the reward and discount of its edge, its value, prior = softmax(logits) over all
+    actions (interior nodes are not masked), and its ``BEST_UNVISITED``/``SECOND_PRIOR`` (every child is unvisited).
+    The parent, whose unvisited children changed, goes into ``rescan``. Trees whose simulation stopped at
+    ``max_depth`` get no new node.
     """
     batch_size, _, num_actions, _ = edge_f.shape
     new_node = sim + 1
@@ -311,7 +313,8 @@ def _expand(
         node_f[b, new_node, REWARD] = net_reward[b]
         node_f[b, new_node, DISCOUNT] = net_discount[b]
         node_f[b, new_node, RAW_VALUE] = net_value[b]
-        # Prior: softmax over all actions, shifted by the maximum for stability.
+        # Prior: softmax over all actions, shifted by the maximum for stability. Every child of the new node is
+        # unvisited: its BEST_UNVISITED and SECOND_PRIOR come from the final priors (as `_rescan_unvisited` finds).
         logit_max = -np.inf
         for a in range(num_actions):
             if net_logits[b, a] > logit_max:
@@ -321,10 +324,21 @@ def _expand(
             p = math.exp(float(net_logits[b, a]) - logit_max)
             edge_f[b, new_node, a, PRIOR] = p
             total += p
+        best = -1
+        p_best = -np.inf
+        p_second = -np.inf
         for a in range(num_actions):
-            edge_f[b, new_node, a, PRIOR] /= total
-        rescan[b, 0] = new_node
-        rescan[b, 1] = parent
+            p = edge_f[b, new_node, a, PRIOR] / total
+            edge_f[b, new_node, a, PRIOR] = p
+            if p > p_best:
+                p_second = p_best
+                p_best = p
+                best = a
+            elif p > p_second:
+                p_second = p
+        node_i[b, new_node, BEST_UNVISITED] = best
+        node_f[b, new_node, SECOND_PRIOR] = p_second
+        rescan[b, 0] = parent
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -412,7 +426,7 @@ def expand_backup_select(
     error = _non_finite_output(net_logits, net_value, net_reward, net_discount)
     if error != 0:
         return error
-    rescan = np.full((edge_f.shape[0], 2), -1, dtype=np.int64)
+    rescan = np.full((edge_f.shape[0], 1), -1, dtype=np.int64)
     _expand(
         edge_f, edge_i, node_f, node_i, sim, sim_index, net_logits, net_value, net_reward, net_discount, net_embedding,
         store, rescan,
