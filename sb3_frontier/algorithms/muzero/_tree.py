@@ -100,6 +100,17 @@ def _puct_scan(
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _keep_top_two(action: int, prior: float, best: int, p_best: float, p_second: float) -> tuple[int, float, float]:
+    """Fold ``(action, prior)`` into a running (best action, its prior, second-highest prior), the actions coming in
+    increasing order: a prior must be strictly higher to win, so ties keep the lowest action index."""
+    if prior > p_best:
+        return action, prior, p_best
+    if prior > p_second:
+        return best, p_best, prior
+    return best, p_best, p_second
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _rescan_unvisited(
     nodes: np.ndarray,  # [B, K] int64, -1 = none
     edge_f: np.ndarray,  # [B, N, A, 2] float64
@@ -121,13 +132,7 @@ def _rescan_unvisited(
             for a in range(edge_f.shape[2]):
                 if edge_i[b, node, a, CHILD] != UNEXPANDED or (node == 0 and not root_legal[b, a]):
                     continue
-                p = edge_f[b, node, a, PRIOR]
-                if p > p_best:
-                    p_second = p_best
-                    p_best = p
-                    best = a
-                elif p > p_second:
-                    p_second = p
+                best, p_best, p_second = _keep_top_two(a, edge_f[b, node, a, PRIOR], best, p_best, p_second)
             node_i[b, node, BEST_UNVISITED] = best
             node_f[b, node, SECOND_PRIOR] = p_second
 
@@ -330,12 +335,7 @@ def _expand(
         for a in range(num_actions):
             p = edge_f[b, new_node, a, PRIOR] / total
             edge_f[b, new_node, a, PRIOR] = p
-            if p > p_best:
-                p_second = p_best
-                p_best = p
-                best = a
-            elif p > p_second:
-                p_second = p
+            best, p_best, p_second = _keep_top_two(a, p, best, p_best, p_second)
         node_i[b, new_node, BEST_UNVISITED] = best
         node_f[b, new_node, SECOND_PRIOR] = p_second
         rescan[b, 0] = parent
