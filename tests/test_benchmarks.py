@@ -1,0 +1,70 @@
+"""Tests of the benchmark harness: the side-by-side runner, the results file and ``make bench``'s driver."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from benchmarks import common, run_all
+
+
+def test_run_pairs_alternates_sides_and_skips_warmup() -> None:
+    calls: list[str] = []
+    values = {"ours": iter([99.0, 2.0, 4.0, 6.0]), "peer": iter([99.0, 1.0, 1.0, 4.0])}
+
+    def side(name: str) -> Callable[[], float]:
+        def run() -> float:
+            calls.append(name)
+            return next(values[name])
+
+        return run
+
+    pair = common.Pair("rate", side("ours"), side("peer"), "steps/s")
+    (result,) = common.run_pairs([pair], repeats=3, warmup=1, verbose=False)
+    # warm-up (ours, peer), then repeats in the order ours-peer, peer-ours, ours-peer
+    assert calls == ["ours", "peer", "ours", "peer", "peer", "ours", "ours", "peer"]
+    assert result.ours == [2.0, 4.0, 6.0] and result.peer == [1.0, 1.0, 4.0]
+    assert result.ours_median == 4.0 and result.peer_median == 1.0
+    assert result.ratio == pytest.approx(2.0)  # median of the per-repeat ratios 2, 4, 1.5
+    table = common.markdown_table([result])
+    assert "| rate | sb3-frontier | 4 (2-6) steps/s | peer | 1 (1-4) steps/s | 2.000 |" in table
+
+
+def test_pair_without_peer() -> None:
+    (result,) = common.run_pairs([common.Pair("x", lambda: 3.0, None, "s")], repeats=3, warmup=0, verbose=False)
+    assert result.peer_median is None and result.ratio is None
+    assert "| - | - |" in common.markdown_table([result])
+
+
+def test_update_results_section_replaces_only_its_own(tmp_path: Path) -> None:
+    results = tmp_path / "results.md"
+    common.update_results_section("a", "## A\n\nfirst", results)
+    common.update_results_section("b", "## B\n\nsecond", results)
+    common.update_results_section("a", "## A\n\nthird", results)
+    text = results.read_text()
+    assert text.startswith("# Benchmark results\n")
+    assert "third" in text and "first" not in text and "second" in text
+    assert text.count("<!-- bench:a -->") == 1 and text.index("<!-- bench:a -->") < text.index("<!-- bench:b -->")
+
+
+@pytest.mark.parametrize("name", run_all.BENCHMARKS)
+def test_run_all_names_real_benchmarks(name: str) -> None:
+    assert callable(importlib.import_module(f"benchmarks.{name}").main)
+
+
+def test_run_all_runs_each_and_reports_failures(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    ran: list[str] = []
+
+    def fake_call(command: list[str]) -> int:
+        ran.append(command[-1])
+        return 3 if command[-1] == "benchmarks.bench_mcts" else 0
+
+    monkeypatch.setattr(run_all.subprocess, "call", fake_call)
+    assert run_all.main(["--only", "bench_wrappers", "bench_mcts"]) == 1
+    assert ran == ["benchmarks.bench_wrappers", "benchmarks.bench_mcts"]
+    assert "failed: bench_mcts" in capsys.readouterr().err
+    ran.clear()
+    assert run_all.main([]) == 1 and len(ran) == len(run_all.BENCHMARKS)
