@@ -13,6 +13,7 @@ from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import SimpleMultiObsEnv
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_frontier import MuZero
@@ -169,7 +170,7 @@ def test_evaluate_policy_and_masks_are_respected():
     assert set(np.unique(stored[stored >= 0])) <= {1, 3}
     policies = replay.policies[: replay.n_written]
     assert np.all(policies[:, [0, 2]] == 0)
-    mean, _ = evaluate_policy(model, DummyVecEnv([lambda: MaskedEnv(legal=(0, 1, 2, 3))]), n_eval_episodes=2)
+    mean, _ = evaluate_policy(model, DummyVecEnv([lambda: Monitor(MaskedEnv(legal=(0, 1, 2, 3)))]), n_eval_episodes=2)
     assert mean == pytest.approx(12.0)
     actions, _ = model.predict(np.zeros((5, 3), np.float32), action_masks=np.tile([False, True, False, True], (5, 1)))
     assert set(actions.tolist()) <= {1, 3}
