@@ -46,6 +46,10 @@ EMBEDDING = 64
 HIDDEN = 64
 NUM_SIMULATIONS = 50
 DISCOUNT = 0.997
+#: Search settings passed to both implementations.
+SEARCH_SETTINGS: dict[str, float] = dict(
+    dirichlet_alpha=0.25, dirichlet_fraction=0.25, pb_c_init=1.25, pb_c_base=19652.0, temperature=1.0
+)
 XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
@@ -142,11 +146,7 @@ def make_ours(
                 root,
                 model,
                 NUM_SIMULATIONS,
-                dirichlet_alpha=0.25,
-                dirichlet_fraction=0.25,
-                pb_c_init=1.25,
-                pb_c_base=19652.0,
-                temperature=1.0,
+                **SEARCH_SETTINGS,
                 rng=rng,
                 unvisited_value=unvisited,
                 timings=timings,
@@ -217,11 +217,7 @@ def make_mctx(batch_size: int, num_actions: int, seed: int = 0) -> Callable[[], 
             root,
             recurrent_fn,
             NUM_SIMULATIONS,
-            dirichlet_alpha=0.25,
-            dirichlet_fraction=0.25,
-            pb_c_init=1.25,
-            pb_c_base=19652.0,
-            temperature=1.0,
+            **SEARCH_SETTINGS,
         )
 
     state = {"key": jax.random.PRNGKey(seed)}

@@ -48,6 +48,28 @@ NUM_EDGE_F, NUM_EDGE_I, NUM_NODE_F, NUM_NODE_I = 2, 3, 5, 6
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _q_normalisation(q_min: float, q_max: float) -> tuple[float, float]:
+    """``(shift, scale)`` of the tree's min-max normalisation ``(q - shift) / scale``; the identity while
+    ``q_max <= q_min`` (``(q - 0) / 1 == q`` exactly)."""
+    if q_max > q_min:
+        return q_min, q_max - q_min
+    return 0.0, 1.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _own_value(value_sum: float, visits: int, raw_value: float) -> float:
+    """A node's value V(s): its mean backed-up return, or the network's value before its first backup."""
+    return value_sum / visits if visits > 0 else raw_value
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _prior_score(pb_c_log: float, sqrt_parent: float, n_child: int, prior: float) -> float:
+    """pUCT's exploration term (eq. 2): ``P(s, a) sqrt(N(s)) / (1 + N(s, a)) (c1 + log((N(s) + c2 + 1) / c2))``.
+    Every caller goes through here, so that equal inputs give bitwise equal scores."""
+    return pb_c_log * (sqrt_parent / (n_child + 1)) * prior
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _puct_scan(
     b: int,
     node: int,
@@ -72,18 +94,15 @@ def _puct_scan(
     n_parent = node_i[b, node, VISITS]
     pb_c_log = tables[0, n_parent]
     sqrt_parent = tables[1, n_parent]
-    if minmax[b, 1] > minmax[b, 0]:
-        shift, scale = minmax[b, 0], minmax[b, 1] - minmax[b, 0]
-    else:
-        shift, scale = 0.0, 1.0  # identity: (q - 0) / 1 == q exactly
+    shift, scale = _q_normalisation(minmax[b, 0], minmax[b, 1])
     unvisited_score = 0.0
     if unvisited_parent:
-        own = node_f[b, node, VALUE_SUM] / n_parent if n_parent > 0 else node_f[b, node, RAW_VALUE]
+        own = _own_value(node_f[b, node, VALUE_SUM], n_parent, node_f[b, node, RAW_VALUE])
         unvisited_score = (own - shift) / scale
     num_actions = edge_f.shape[2]
     for a in range(num_actions):  # no branch and no loop-carried state: vectorisable
         n_child = edge_i[b, node, a, CHILD_VISITS]
-        prior_score = pb_c_log * (sqrt_parent / (n_child + 1)) * edge_f[b, node, a, PRIOR]
+        prior_score = _prior_score(pb_c_log, sqrt_parent, n_child, edge_f[b, node, a, PRIOR])
         value_score = (edge_f[b, node, a, Q] - shift) / scale
         scores[a] = prior_score + (value_score if n_child > 0 else unvisited_score)
     if node == 0:
@@ -199,24 +218,20 @@ def select_leaves(
             n_parent = node_i[b, node, VISITS]
             pb_c_log = tables[0, n_parent]
             sqrt_parent = tables[1, n_parent]
-            if minmax[b, 1] > minmax[b, 0]:
-                shift, scale = minmax[b, 0], minmax[b, 1] - minmax[b, 0]
-            else:
-                shift, scale = 0.0, 1.0  # identity: (q - 0) / 1 == q exactly
-            # The unvisited child of highest prior: every unvisited child scores c * P(s, a) + u, the same u for all
-            # (0, or the node's own normalised value with `unvisited_parent`).
+            shift, scale = _q_normalisation(minmax[b, 0], minmax[b, 1])
+            # The unvisited child of highest prior: every unvisited child scores c * P(s, a) + u, the same c >= 0
+            # and u for all (u: 0, or the node's own normalised value with `unvisited_parent`).
             best_score = -np.inf
             action = num_actions
             unvisited = node_i[b, node, BEST_UNVISITED]
             if unvisited >= 0:
-                c = pb_c_log * (sqrt_parent / 1)
-                prior_score = c * edge_f[b, node, unvisited, PRIOR]
+                prior_score = _prior_score(pb_c_log, sqrt_parent, 0, edge_f[b, node, unvisited, PRIOR])
                 if unvisited_parent:
-                    own = node_f[b, node, VALUE_SUM] / n_parent if n_parent > 0 else node_f[b, node, RAW_VALUE]
+                    own = _own_value(node_f[b, node, VALUE_SUM], n_parent, node_f[b, node, RAW_VALUE])
                     best_score = prior_score + (own - shift) / scale
                 else:
                     best_score = prior_score
-                if c * node_f[b, node, SECOND_PRIOR] == prior_score:
+                if _prior_score(pb_c_log, sqrt_parent, 0, node_f[b, node, SECOND_PRIOR]) == prior_score:
                     action = -1  # another unvisited child may tie: score every child
                 else:
                     action = unvisited
@@ -229,7 +244,7 @@ def select_leaves(
                 for j in range(node_i[b, node, NUM_VISITED]):
                     a = edge_i[b, node, j, VISITED]
                     n_child = edge_i[b, node, a, CHILD_VISITS]
-                    prior_score = pb_c_log * (sqrt_parent / (n_child + 1)) * edge_f[b, node, a, PRIOR]
+                    prior_score = _prior_score(pb_c_log, sqrt_parent, n_child, edge_f[b, node, a, PRIOR])
                     score = prior_score + (edge_f[b, node, a, Q] - shift) / scale
                     if score > best_score or (score == best_score and a < action):
                         best_score = score

@@ -517,8 +517,8 @@ class MuZero(BaseAlgorithm):
                 truncated_envs.append(i)
         if truncated_envs:
             finals = [infos[i]["terminal_observation"] for i in truncated_envs]
-            for i, value in zip(truncated_envs, self._final_values(finals), strict=True):
-                self._add_segment(self._builders[i].finish(finals[truncated_envs.index(i)], False, float(value)))
+            for i, final, value in zip(truncated_envs, finals, self._final_values(finals), strict=True):
+                self._add_segment(self._builders[i].finish(final, False, float(value)))
 
         self._legal = self._legal_from_infos(infos, dones)
         self._episode_moves = np.where(dones, 0, self._episode_moves + 1)
