@@ -21,6 +21,9 @@ import torch
 
 __all__ = ["CategoricalSupport", "ValueRescaling"]
 
+#: torch device types without float64 arithmetic, on which :meth:`CategoricalSupport.encode` stays in the input dtype
+_DEVICES_WITHOUT_FLOAT64 = frozenset({"mps"})
+
 
 def _as_float_numpy(x: Any) -> np.ndarray | np.generic:
     """
@@ -284,6 +287,13 @@ class CategoricalSupport:
         The expectation of the result over the atoms equals the clamped (transformed) value; a value on an
         atom puts all its mass there.
 
+        The projection (h, clamp, floor, weights) is computed in float64 and only the probabilities are cast
+        back to x's dtype: at MuZero's scale (|v| up to 300) a float32 ulp of v is 3e-5, which float32
+        arithmetic would pass on to the weights, and numpy and torch would round it differently. In float64
+        the weights are those of the exact v up to ~1e-16 * max(|vmin|, |vmax|) / step, and both backends
+        agree up to the rounding of the final cast (one ulp of 1 in x's dtype). On a torch device without
+        float64 (MPS) the projection stays in x's dtype.
+
         :param x: scalars, shape [...] (tensor, array, scalar or array-like)
         :return: probabilities, shape [..., n_bins]; a tensor with x's dtype and device for a tensor,
             otherwise an ``np.ndarray`` with x's floating dtype
@@ -299,7 +309,8 @@ class CategoricalSupport:
         :param x: scalars, shape [...]
         :return: probabilities, shape [..., n_bins]
         """
-        v = np.asarray(_as_float_numpy(x))  # [...]
+        x_np = np.asarray(_as_float_numpy(x))  # [...]
+        v = x_np.astype(np.promote_types(x_np.dtype, np.float64), copy=False)  # [...], float64 (or wider)
         if self.transform is not None:
             v = self.transform.transform(v)
         v = np.clip(v, self.vmin, self.vmax)
@@ -309,10 +320,10 @@ class CategoricalSupport:
         lower = np.clip(lower, 0, self.n_bins - 2)  # [...]
         z_lo, z_hi = atoms[lower], atoms[lower + 1]
         # rounding of the floor can put v a hair outside [z_lo, z_hi]: the clip moves the mean by O(ulp)
-        w_hi = np.clip((v - z_lo) / (z_hi - z_lo), 0.0, 1.0).astype(v.dtype, copy=False)  # [...]
-        probs = np.zeros((*v.shape, self.n_bins), dtype=v.dtype)  # [..., n_bins]
-        np.put_along_axis(probs, lower[..., None], (1.0 - w_hi)[..., None], axis=-1)
-        np.put_along_axis(probs, lower[..., None] + 1, w_hi[..., None], axis=-1)
+        w_hi = np.clip((v - z_lo) / (z_hi - z_lo), 0.0, 1.0)  # [...]
+        probs = np.zeros((*v.shape, self.n_bins), dtype=x_np.dtype)  # [..., n_bins]
+        np.put_along_axis(probs, lower[..., None], (1.0 - w_hi)[..., None].astype(x_np.dtype), axis=-1)
+        np.put_along_axis(probs, lower[..., None] + 1, w_hi[..., None].astype(x_np.dtype), axis=-1)
         return probs
 
     def _encode_torch(self, x: torch.Tensor) -> torch.Tensor:
@@ -322,7 +333,8 @@ class CategoricalSupport:
         :param x: scalars, shape [...]
         :return: probabilities, shape [..., n_bins], on x's device with x's floating dtype
         """
-        v = _as_float_tensor(x)  # [...]
+        x_t = _as_float_tensor(x)  # [...]
+        v = x_t if x_t.device.type in _DEVICES_WITHOUT_FLOAT64 else x_t.to(torch.promote_types(x_t.dtype, torch.float64))
         if self.transform is not None:
             v = self.transform.transform(v)
         v = v.clamp(self.vmin, self.vmax)
@@ -330,9 +342,9 @@ class CategoricalSupport:
         lower = torch.floor((v - self.vmin) / self.step).long().clamp(0, self.n_bins - 2)  # [...]
         z_lo, z_hi = atoms[lower], atoms[lower + 1]
         w_hi = ((v - z_lo) / (z_hi - z_lo)).clamp(0.0, 1.0)  # [...]
-        probs = torch.zeros((*v.shape, self.n_bins), dtype=v.dtype, device=v.device)  # [..., n_bins]
-        probs = probs.scatter(-1, lower.unsqueeze(-1), (1.0 - w_hi).unsqueeze(-1))
-        return probs.scatter(-1, lower.unsqueeze(-1) + 1, w_hi.unsqueeze(-1))
+        probs = torch.zeros((*v.shape, self.n_bins), dtype=x_t.dtype, device=v.device)  # [..., n_bins]
+        probs = probs.scatter(-1, lower.unsqueeze(-1), (1.0 - w_hi).unsqueeze(-1).to(x_t.dtype))
+        return probs.scatter(-1, lower.unsqueeze(-1) + 1, w_hi.unsqueeze(-1).to(x_t.dtype))
 
     @overload
     def decode(self, probs: torch.Tensor) -> torch.Tensor: ...
