@@ -2,6 +2,7 @@
 
 import math
 import pickle
+import re
 
 import mpmath
 import numpy as np
@@ -298,6 +299,45 @@ def test_gradcheck(eps: float) -> None:
     assert torch.autograd.gradgradcheck(r.transform, (x[x != 0].detach().requires_grad_(),))
 
 
+@pytest.mark.parametrize("eps", EPSILONS)
+@pytest.mark.parametrize("fn_name", ["transform", "inverse"])
+def test_infinities_map_to_infinities(eps: float, fn_name: str) -> None:
+    """h(+-inf) = h^-1(+-inf) = +-inf exactly (the closed forms alone give inf / inf = NaN), in every backend."""
+    fn = getattr(ValueRescaling(eps), fn_name)
+    inf = float("inf")
+    assert fn(inf) == inf and fn(-inf) == -inf and type(fn(inf)) is float
+    out32 = fn(np.float32(-inf))
+    assert isinstance(out32, np.float32) and out32 == -inf
+    finite = np.array([-2.0, -1e-3, 0.0, 0.5, 3.0])
+    for dtype in ("float32", "float64"):
+        x = np.concatenate([[-inf], finite, [inf]]).astype(dtype)
+        with np.errstate(all="raise"):  # no inf / inf computed on the way
+            out = fn(x)
+        assert out.dtype == np.dtype(dtype)
+        assert out[0] == -inf and out[-1] == inf
+        np.testing.assert_array_equal(out[1:-1], fn(x[1:-1]))  # the finite elements are untouched
+        t = torch.tensor(x, requires_grad=True)
+        out_t = fn(t)
+        assert out_t.dtype == getattr(torch, dtype)
+        assert out_t[0].item() == -inf and out_t[-1].item() == inf
+        torch.testing.assert_close(out_t[1:-1], fn(torch.tensor(x[1:-1])), rtol=0, atol=0)
+        # gradients: 0 at +-inf, and those of the finite elements alone everywhere else
+        (g,) = torch.autograd.grad(out_t.sum(), t)
+        t_finite = torch.tensor(x[1:-1], requires_grad=True)
+        (g_finite,) = torch.autograd.grad(fn(t_finite).sum(), t_finite)
+        assert torch.isfinite(g).all()
+        assert g[0].item() == 0.0 and g[-1].item() == 0.0
+        torch.testing.assert_close(g[1:-1], g_finite, rtol=0, atol=0)
+
+
+def test_nan_stays_nan() -> None:
+    r = ValueRescaling()
+    assert math.isnan(r.transform(float("nan"))) and math.isnan(r.inverse(float("nan")))
+    out = r.transform(np.array([1.0, np.nan, np.inf]))
+    assert out[0] == r.transform(1.0) and np.isnan(out[1]) and out[2] == np.inf
+    assert torch.isnan(r.inverse(torch.tensor([np.nan]))).all()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # CategoricalSupport
 # ----------------------------------------------------------------------------------------------------------
@@ -474,6 +514,51 @@ def test_narrow_dtypes_encode_in_float64(args: tuple, dtype: str) -> None:
     got_t = s.encode(torch.from_numpy(x.copy()))
     assert got_t.dtype == getattr(torch, dtype)
     np.testing.assert_allclose(got_t.numpy(), expected, rtol=0, atol=encode_agreement_tol(s, dtype))
+
+
+@pytest.mark.parametrize("args", SUPPORTS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_encode_infinities_clamp_to_end_bins(args: tuple, dtype: str) -> None:
+    s = make_support(args)
+    x = np.array([np.inf, -np.inf, 1.0, np.inf], dtype=dtype)
+    eye = np.eye(s.n_bins, dtype=dtype)
+    p = s.encode(x)
+    np.testing.assert_array_equal(p[[0, 1, 3]], eye[[-1, 0, -1]])
+    np.testing.assert_array_equal(p[2], s.encode(x[2:3])[0])
+    np.testing.assert_array_equal(s.encode(torch.from_numpy(x.copy())).numpy(), p)
+    np.testing.assert_array_equal(s.encode(x.dtype.type(-np.inf)), eye[0])
+    lo, hi = inner_range(s)
+    np.testing.assert_allclose(s.decode(p[[0, 1]]), [hi, lo], rtol=FORMULA_ULPS * float(np.finfo(dtype).eps))
+    assert s.fraction_clipped(x) == 0.75
+
+
+@pytest.mark.parametrize("transform", [None, ValueRescaling()])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize(
+    ("values", "first", "count"),
+    [
+        (np.float64(np.nan), (), 1),
+        (np.array([np.nan, 1.0, 2.0]), (0,), 1),
+        (np.array([1.0, np.nan, 2.0]), (1,), 1),
+        (np.array([1.0, 2.0, np.nan]), (2,), 1),
+        (np.array([[1.0, np.inf, 0.0], [-2.0, np.nan, np.nan]], dtype=np.float32), (1, 1), 2),
+    ],
+)
+def test_encode_nan_raises(
+    transform: ValueRescaling | None, backend: str, values: np.ndarray, first: tuple[int, ...], count: int
+) -> None:
+    s = CategoricalSupport(-10.0, 10.0, 11, transform)
+    x = torch.from_numpy(np.array(values)) if backend == "torch" else values
+    with pytest.raises(ValueError, match=rf"NaN in {count} of .*first at index {re.escape(str(first))}"):
+        s.encode(x)
+
+
+def test_encode_nan_raises_for_python_values() -> None:
+    s = CategoricalSupport(-10.0, 10.0, 11)
+    with pytest.raises(ValueError, match="NaN"):
+        s.encode(float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        s.encode([0.0, float("nan")])
 
 
 def test_python_and_numpy_scalars() -> None:

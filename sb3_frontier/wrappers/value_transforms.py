@@ -95,7 +95,12 @@ def _h_inv(y: Any, eps: float, sqrt: Callable[[Any], Any], absolute: Callable[[A
 
 def _apply_elementwise(fn: Callable[..., Any], x: Any, eps: float) -> Any:
     """
-    Apply ``fn`` (``_h`` or ``_h_inv``) with the backend that matches ``x``, keeping its type.
+    Apply ``fn`` (``_h`` or ``_h_inv``) with the backend that matches ``x``, keeping its type; +-inf map to +-inf.
+
+    Both h and h^-1 are odd, increasing and unbounded, so their limits at +-inf are +-inf, but the closed
+    forms evaluate to inf/inf = NaN there. The infinite elements are therefore replaced by 0 before ``fn``
+    and put back after it. In torch the put-back value is detached: the gradient at +-inf is 0 (h is not
+    differentiable there), and no inf * 0 = NaN reaches the gradient of the finite elements.
 
     :param fn: the backend-agnostic elementwise function
     :param x: torch tensor, numpy array, numpy scalar, Python number or array-like
@@ -104,13 +109,16 @@ def _apply_elementwise(fn: Callable[..., Any], x: Any, eps: float) -> Any:
         for a numpy scalar, a Python float for a Python number
     """
     if isinstance(x, torch.Tensor):
-        return fn(_as_float_tensor(x), eps, torch.sqrt, torch.abs)
+        t = _as_float_tensor(x)
+        t_inf = torch.isinf(t)
+        return torch.where(t_inf, t.detach(), fn(torch.where(t_inf, torch.zeros_like(t), t), eps, torch.sqrt, torch.abs))
     if isinstance(x, (int, float)) and not isinstance(x, np.generic):
-        return float(fn(np.float64(x), eps, np.sqrt, np.abs))
+        return float(_apply_elementwise(fn, np.float64(x), eps))
     arr = _as_float_numpy(x)
-    out = fn(arr, eps, np.sqrt, np.abs)
-    # numpy ufuncs turn 0-d arrays into scalars: give an array back for an array
-    return np.asarray(out) if isinstance(arr, np.ndarray) else out
+    is_inf = np.isinf(arr)
+    out = np.where(is_inf, arr, fn(np.where(is_inf, arr.dtype.type(0), arr), eps, np.sqrt, np.abs))
+    # np.where gives a 0-d array for a scalar: give a scalar back for a scalar, an array for an array
+    return out if isinstance(arr, np.ndarray) else out[()]
 
 
 class ValueRescaling:
@@ -123,7 +131,8 @@ class ValueRescaling:
 
     Both directions accept torch tensors (any shape, dtype and device; autograd-safe everywhere, including
     0), numpy arrays and scalars (dtype kept), Python numbers (a float comes back) and array-likes (an
-    ``np.ndarray`` comes back). Integer and boolean inputs become floating point. Inputs should be finite.
+    ``np.ndarray`` comes back). Integer and boolean inputs become floating point. +-inf map to +-inf exactly in
+    both directions (the limits of h and h^-1; the torch gradient there is 0), NaN gives NaN.
 
     :param eps: the Lipschitz regulariser eps >= 0 that makes h^-1 Lipschitz (1e-3 in R2D2 and MuZero);
         eps = 0 is allowed
@@ -186,6 +195,21 @@ class ValueRescaling:
         return f"ValueRescaling(eps={self.eps!r})"
 
 
+def _nan_error(n_nan: int, first: tuple[int, ...], shape: tuple[int, ...]) -> ValueError:
+    """
+    The error :meth:`CategoricalSupport.encode` raises for an input holding NaN.
+
+    :param n_nan: number of NaN elements
+    :param first: index of the first NaN element
+    :param shape: shape of the input
+    :return: the ValueError to raise
+    """
+    return ValueError(
+        f"CategoricalSupport.encode got NaN in {n_nan} of {math.prod(shape)} values (first at index {first} "
+        f"of an input of shape {shape}): NaN has no two-hot encoding"
+    )
+
+
 class CategoricalSupport:
     """
     Two-hot categorical representation of scalars on a uniform grid of bins (MuZero, Schrittwieser et al. 2020, App. F).
@@ -196,8 +220,9 @@ class CategoricalSupport:
     sum_i p_i z_i = v. Decoding takes the expectation and applies h^-1. Any bin step works, not only 1.
 
     MuZero's default is ``CategoricalSupport(-300.0, 300.0, 601, ValueRescaling(1e-3))`` for both value and
-    reward. Targets beyond the support are clamped to the end bins: check :meth:`fraction_clipped` and warn
-    when the support is too small for the reward scale.
+    reward. Targets beyond the support, +-inf included, are clamped to the end bins: check
+    :meth:`fraction_clipped` and warn when the support is too small for the reward scale. NaN targets raise
+    a ValueError in :meth:`encode`.
 
     :param vmin: value of the first atom (in the transformed space if a transform is set)
     :param vmax: value of the last atom (in the transformed space if a transform is set)
@@ -285,7 +310,9 @@ class CategoricalSupport:
         Two-hot encoding of scalars: h (if set), clamp to [vmin, vmax], split the mass between the two neighbouring atoms.
 
         The expectation of the result over the atoms equals the clamped (transformed) value; a value on an
-        atom puts all its mass there.
+        atom puts all its mass there. +-inf (and any value beyond the support) is clamped to the end bin,
+        a one-hot on z_0 or z_{n-1}. NaN has no encoding: an input holding NaN raises a ValueError (for a
+        tensor on a GPU, the check costs one synchronisation).
 
         The projection (h, clamp, floor, weights) is computed in float64 and only the probabilities are cast
         back to x's dtype: at MuZero's scale (|v| up to 300) a float32 ulp of v is 3e-5, which float32
@@ -310,13 +337,15 @@ class CategoricalSupport:
         :return: probabilities, shape [..., n_bins]
         """
         x_np = np.asarray(_as_float_numpy(x))  # [...]
+        is_nan = np.isnan(x_np)
+        if is_nan.any():
+            raise _nan_error(int(is_nan.sum()), tuple(int(i) for i in np.argwhere(is_nan)[0]), x_np.shape)
         v = x_np.astype(np.promote_types(x_np.dtype, np.float64), copy=False)  # [...], float64 (or wider)
         if self.transform is not None:
             v = self.transform.transform(v)
         v = np.clip(v, self.vmin, self.vmax)
         atoms = self._atoms.astype(v.dtype, copy=False)  # [n_bins]
-        with np.errstate(invalid="ignore"):  # NaN in gives NaN out
-            lower = np.floor((v - self.vmin) / self.step).astype(np.int64)
+        lower = np.floor((v - self.vmin) / self.step).astype(np.int64)
         lower = np.clip(lower, 0, self.n_bins - 2)  # [...]
         z_lo, z_hi = atoms[lower], atoms[lower + 1]
         # rounding of the floor can put v a hair outside [z_lo, z_hi]: the clip moves the mean by O(ulp)
@@ -334,6 +363,10 @@ class CategoricalSupport:
         :return: probabilities, shape [..., n_bins], on x's device with x's floating dtype
         """
         x_t = _as_float_tensor(x)  # [...]
+        is_nan = torch.isnan(x_t)
+        if is_nan.any():
+            first = tuple(int(i) for i in torch.nonzero(is_nan)[0].tolist())
+            raise _nan_error(int(is_nan.sum().item()), first, tuple(x_t.shape))
         v = x_t if x_t.device.type in _DEVICES_WITHOUT_FLOAT64 else x_t.to(torch.promote_types(x_t.dtype, torch.float64))
         if self.transform is not None:
             v = self.transform.transform(v)
