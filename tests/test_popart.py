@@ -11,6 +11,26 @@ import sb3_frontier.wrappers.popart as popart_module
 from sb3_frontier.wrappers.popart import PopArt
 
 th.set_num_threads(1)
+F32_EPS = th.finfo(th.float32).eps
+
+
+def linear_error_bound(features: th.Tensor, weight: th.Tensor, bias: th.Tensor) -> th.Tensor:
+    """
+    Bound on the difference between two float32 evaluations of w . x + b (any summation order, FMA or not).
+
+    Each evaluation of the F products and F sums is within gamma_{F+1} (sum_i |w_i x_i| + |b|) of the exact
+    value, gamma_n ~ n eps / 2 (Higham, Accuracy and Stability of Numerical Algorithms, Sec. 3.1), so two
+    evaluations differ by at most (F + 1) eps of that magnitude. Shapes: features [..., F], weight [..., F],
+    bias [...]; the bound is float64 [...].
+    """
+    magnitude = (features.double().abs() * weight.double().abs()).sum(-1) + bias.double().abs()
+    return (features.shape[-1] + 1) * F32_EPS * magnitude
+
+
+def assert_within(actual: th.Tensor, expected: th.Tensor, bound: th.Tensor) -> None:
+    """Elementwise |actual - expected| <= bound, compared in float64."""
+    error = (actual.double() - expected.double()).abs()
+    assert bool((error <= bound).all()), f"max excess {float((error - bound).max())}"
 
 
 def brute_force_ema(
@@ -206,8 +226,11 @@ def test_forward_with_task_ids_picks_the_task_output() -> None:
     w, b = head.weight.detach()[task_ids], head.bias.detach()[task_ids]  # [T, B, F], [T, B]
     expected_n = (features * w).sum(-1) + b
     expected_v = head.sigma[task_ids] * expected_n.double() + head.mu[task_ids]
-    th.testing.assert_close(normalized, expected_n, rtol=1e-5, atol=1e-6)
-    th.testing.assert_close(value.double(), expected_v, rtol=1e-5, atol=1e-4)
+    # two float32 evaluations of w . x + b (linear vs multiply-and-sum); the value adds sigma times that and
+    # the rounding of sigma n + mu (computed in float64) to float32, eps / 2 of |v|
+    bound_n = linear_error_bound(features, w, b)
+    assert_within(normalized, expected_n, bound_n)
+    assert_within(value, expected_v, head.sigma[task_ids] * bound_n + 0.5 * F32_EPS * expected_v.abs())
     all_n, all_v = head(features)  # [T, B, n_tasks]
     assert all_n.shape == all_v.shape == (4, 6, 3)
     th.testing.assert_close(normalized, all_n.gather(-1, task_ids.unsqueeze(-1)).squeeze(-1))
@@ -316,11 +339,16 @@ def test_cuda_matches_cpu() -> None:
     cpu.update(targets, ids)
     gpu.update(targets.cuda(), ids.cuda())
     th.testing.assert_close(gpu.mu.cpu(), cpu.mu, rtol=1e-12, atol=0.0)
-    th.testing.assert_close(gpu.weight.detach().cpu(), cpu.weight.detach(), rtol=1e-6, atol=1e-7)
+    # POP rescales in float64 on both devices and rounds once to float32 (eps / 2 each): at most one ulp apart
+    assert_within(gpu.weight.detach().cpu(), cpu.weight.detach(), F32_EPS * cpu.weight.detach().double().abs())
     features = th.randn(16, 8)
     _, v_cpu = cpu(features, ids[:16])
     _, v_gpu = gpu(features.cuda(), ids[:16].cuda())
-    th.testing.assert_close(v_gpu.cpu(), v_cpu, rtol=1e-5, atol=1e-4)
+    # as in test_forward_with_task_ids_picks_the_task_output, with the final rounding on each device
+    with th.no_grad():
+        w, b = cpu.weight[ids[:16]], cpu.bias[ids[:16]]
+        bound = cpu.sigma[ids[:16]] * linear_error_bound(features, w, b) + F32_EPS * v_cpu.double().abs()
+    assert_within(v_gpu.cpu(), v_cpu, bound)
 
 
 def test_gradients_reach_parameters_not_statistics() -> None:
