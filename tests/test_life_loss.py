@@ -154,8 +154,8 @@ def test_reset_mode_continues_game(lives_in_info: bool, with_ale: bool) -> None:
     assert [r[4]["life_loss"] for r in results] == [False, False, True]
     assert not env.was_real_done
 
-    # reset continues the same game with one no-op step (game step 4); seed is ignored, nothing is reset
-    obs, _ = env.reset(seed=123)
+    # a plain reset continues the same game with one no-op step (game step 4), nothing is reset
+    obs, _ = env.reset()
     assert obs.tolist() == [1, 4]
     assert inner.reset_calls == 1 and inner.actions == [2, 2, 2, 0]
 
@@ -227,6 +227,56 @@ def test_reset_mode_zero_lives_before_game_over() -> None:
     assert env.was_real_done and inner.reset_calls == 1
     env.reset()
     assert inner.reset_calls == 2
+
+
+@pytest.mark.parametrize("reset_kwargs", [{"seed": 123}, {"options": {"difficulty": 1}}, {"seed": 0, "options": {}}])
+def test_reset_mode_seeded_reset_starts_a_new_game(reset_kwargs: dict[str, Any]) -> None:
+    """A reset with a seed or options resets the game even right after a lost life, and passes them on."""
+    inner = ScriptedLivesEnv(3, loss_steps=(3, 5, 8), end_step=8)
+    env = LifeLoss(inner, mode="reset")
+    env.reset(seed=123)
+    for _ in range(3):
+        _, _, terminated, _, info = env.step(2)
+    assert terminated and info["life_loss"] and not env.was_real_done
+    obs, info = env.reset(**reset_kwargs)
+    assert inner.reset_calls == 2 and inner.actions == [2, 2, 2]  # no no-op step: a new game
+    assert obs.tolist() == [2, 0] and info["lives"] == 3 and env.lives == 3
+    assert inner.reset_seeds == [123, reset_kwargs.get("seed")]
+    # the new game is tracked from its reset; a plain reset right after it resets again (nothing to continue)
+    env.reset()
+    assert inner.reset_calls == 3 and inner.actions == [2, 2, 2]
+    results = [env.step(1) for _ in range(3)]
+    assert [r[4]["life_loss"] for r in results] == [False, False, True]
+    assert [r[2] for r in results] == [False, False, True]
+
+
+def test_reset_mode_seeded_reset_is_deterministic_on_breakout() -> None:
+    """reset(seed=s) gives the same observation whether or not a life was just lost (gymnasium's contract)."""
+    env = LifeLoss(gym.make("ALE/Breakout-v5"), mode="reset")
+    first_obs, _ = env.reset(seed=11)
+    rng = np.random.default_rng(5)
+    terminated = False
+    while not terminated:
+        _, _, terminated, truncated, info = env.step(random_action(rng, 4))
+        assert not truncated
+    assert info["life_loss"] and not env.was_real_done and info["lives"] == 4
+    obs, info = env.reset(seed=11)
+    np.testing.assert_array_equal(obs, first_obs)
+    assert info["lives"] == 5
+
+
+@pytest.mark.parametrize("mode", ["roll", "reset"])
+def test_spec_records_the_wrapper(mode: str) -> None:
+    env = LifeLoss(gym.make("ALE/Breakout-v5"), mode=mode)  # type: ignore[arg-type]
+    assert env.spec is not None
+    wrapper_spec = env.spec.additional_wrappers[-1]
+    assert wrapper_spec.entry_point == "sb3_frontier.wrappers.life_loss:LifeLoss"
+    assert wrapper_spec.kwargs == {"mode": mode}
+    remade = gym.make(env.spec)
+    assert isinstance(remade, LifeLoss) and remade.mode == mode
+    assert remade.spec is not None and remade.spec.additional_wrappers == env.spec.additional_wrappers
+    remade.close()
+    env.close()
 
 
 def test_double_reset_after_real_reset_resets_again() -> None:

@@ -11,7 +11,7 @@ LifeLossMode = Literal["roll", "reset"]
 _MODES: tuple[str, ...] = ("roll", "reset")
 
 
-class LifeLoss(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
+class LifeLoss(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordConstructorArgs):
     """
     Mark every step on which the agent loses a life with ``info["life_loss"] = True``.
 
@@ -30,14 +30,20 @@ class LifeLoss(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
       as at a termination) but keep the recurrent state running, since the game itself goes on. This is the
       life-loss "roll" ablation of the R2D2 paper (Kapturowski et al. 2019, Sec. 4 and Appendix).
     - ``"reset"``: SB3's ``EpisodicLifeEnv`` semantics. A life-loss step returns ``terminated=True``; the next
-      ``reset()`` does not reset the game but continues it: it takes one no-op step (action ``0``) to leave
-      the lost-life state and returns that observation and info (the reward of that step is not returned, as
-      in SB3; if that no-op step itself ends the game, the game is really reset). Only after a real game
-      over (the wrapped env's own ``terminated``/``truncated``, exposed as :attr:`was_real_done`) does
-      ``reset()`` reset the game; ``reset``'s ``seed``/``options`` are then passed on, and ignored when the
-      game is continued. As in SB3, the loss of the last life ends the episode only through the wrapped
-      env's own termination: some games (Qbert) stay at 0 lives for a few frames before game over, and
-      those frames are not split into an episode of their own (the step is still flagged).
+      plain ``reset()`` does not reset the game but continues it: it takes one no-op step (action ``0``) to
+      leave the lost-life state and returns that observation and info (the reward of that step is not
+      returned, as in SB3; if that no-op step itself ends the game, the game is really reset). The game is
+      really reset after a real game over (the wrapped env's own ``terminated``/``truncated``, exposed as
+      :attr:`was_real_done`), and by any ``reset`` given a ``seed`` or ``options``, which are passed on: a
+      seeded reset starts a new game, so that ``reset(seed=s)`` always gives the same first observation
+      (gymnasium's determinism contract, checked by its ``check_env``), whatever the previous episode did.
+      SB3's VecEnvs pass the seed only to the first reset, so training continues games as intended. As in
+      SB3, the loss of the last life ends the episode only through the wrapped env's own termination: some
+      games (Qbert) stay at 0 lives for a few frames before game over, and those frames are not split into
+      an episode of their own (the step is still flagged).
+
+    The wrapper records its constructor arguments (``gymnasium.utils.RecordConstructorArgs``), so that
+    ``env.spec`` lists it and ``gym.make(env.spec)`` rebuilds the same stack.
 
     Put ``Monitor`` inside this wrapper, as SB3's ``make_vec_env`` does with ``wrapper_class``, so that the
     episode statistics it reports are those of whole games in both modes. Do not stack it with SB3's
@@ -65,11 +71,13 @@ class LifeLoss(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
     def __init__(self, env: gym.Env[ObsType, ActType], mode: LifeLossMode = "roll") -> None:
         if mode not in _MODES:
             raise ValueError(f"LifeLoss mode must be one of {_MODES}, got {mode!r}")
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, mode=mode)
+        gym.Wrapper.__init__(self, env)
         self.mode: LifeLossMode = mode
         # lives count after the last step/reset; None until the first reset
         self.lives: int | None = None
-        # True when the wrapped env's game is over (its own terminated/truncated), as in SB3's EpisodicLifeEnv
+        # False only between a step that is not a real game over (the wrapped env's own terminated/truncated)
+        # and the next reset, i.e. when a plain reset() continues the game, as in SB3's EpisodicLifeEnv
         self.was_real_done = True
 
     def _read_lives(self, info: dict[str, Any]) -> int:
@@ -113,16 +121,20 @@ class LifeLoss(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
         """
         Reset the game, or in ``"reset"`` mode after a lost life (not a game over) continue it with a no-op step.
 
-        :param seed: Seed passed to the wrapped env's ``reset`` (only when the game is really reset)
-        :param options: Options passed to the wrapped env's ``reset`` (only when the game is really reset)
+        A ``seed`` or ``options`` always resets the game (and is passed on), in both modes.
+
+        :param seed: Seed passed to the wrapped env's ``reset``; a seeded reset starts a new game
+        :param options: Options passed to the wrapped env's ``reset``; a reset with options starts a new game
         :return: ``obs, info`` of the first step of the new episode
         """
-        if self.mode == "roll" or self.was_real_done:
+        if self.mode == "roll" or self.was_real_done or seed is not None or options is not None:
             obs, info = self.env.reset(seed=seed, options=options)
+            self.was_real_done = True  # a fresh game: there is no lost life to continue from
         else:
             # no-op step to leave the lost-life state; it may itself end the game
             obs, _, terminated, truncated, info = self.env.step(0)  # type: ignore[arg-type]
             if terminated or truncated:
-                obs, info = self.env.reset(seed=seed, options=options)
+                obs, info = self.env.reset()
+                self.was_real_done = True
         self.lives = self._read_lives(info)
         return obs, info
