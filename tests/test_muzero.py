@@ -18,6 +18,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_frontier import MuZero
 from sb3_frontier.algorithms.muzero import REANALYZE_PRESET
+from sb3_frontier.algorithms.muzero.losses import muzero_loss
 from sb3_frontier.envs import register_envs
 from sb3_frontier.policies.torsos import min_max_scale, scale_gradient
 
@@ -47,6 +48,9 @@ class MaskedEnv(gym.Env):
     def _info(self):
         return {"action_mask": self.mask.copy()}
 
+    def action_masks(self):
+        return self.mask.copy()
+
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
@@ -57,6 +61,13 @@ class MaskedEnv(gym.Env):
             raise AssertionError(f"illegal action {action}")
         self.t += 1
         return np.full(3, self.t / 12, np.float32), 1.0, self.t >= 12, False, self._info()
+
+
+class MethodMaskedEnv(MaskedEnv):
+    """Legal actions only through ``action_masks()`` (sb3-contrib's convention), none in the infos."""
+
+    def _info(self):
+        return {}
 
 
 class NaNRewardEnv(MaskedEnv):
@@ -134,11 +145,11 @@ def test_resume_keeps_counting_and_games_in_progress():
     model = MuZero("MlpPolicy", env, seed=0, **SMALL)
     model.learn(60)
     steps, written = model.num_timesteps, model.replay_buffer.n_written
-    held = [len(b) for b in model._builders]
+    held = [len(b) for b in model.runner.actor.builders]
     model.learn(60, reset_num_timesteps=False)
     assert model.num_timesteps == steps + 60
     # positions of games in progress were kept (nothing was dropped at the second learn call)
-    total_positions = model.replay_buffer.n_written + sum(len(b) for b in model._builders)
+    total_positions = model.replay_buffer.n_written + sum(len(b) for b in model.runner.actor.builders)
     assert total_positions >= written + sum(held) + 60
 
 
@@ -161,19 +172,26 @@ def test_callbacks_progress_bar_and_tensorboard(tmp_path):
         assert tag in tags, tags
 
 
-def test_evaluate_policy_and_masks_are_respected():
-    env = DummyVecEnv([MaskedEnv, MaskedEnv])
+@pytest.mark.parametrize("env_class", [MaskedEnv, MethodMaskedEnv])
+def test_masks_are_respected_in_collection_prediction_and_evaluation(env_class):
+    from sb3_contrib.common.maskable.evaluation import evaluate_policy as maskable_evaluate_policy
+
+    env = DummyVecEnv([env_class, env_class])
     model = MuZero("MlpPolicy", env, seed=0, **SMALL)
-    model.learn(100)  # MaskedEnv raises on an illegal action
+    model.learn(100)  # the env raises on an illegal action
     replay = model.replay_buffer
     stored = replay.actions[: replay.n_written]
     assert set(np.unique(stored[stored >= 0])) <= {1, 3}
     policies = replay.policies[: replay.n_written]
     assert np.all(policies[:, [0, 2]] == 0)
-    mean, _ = evaluate_policy(model, DummyVecEnv([lambda: Monitor(MaskedEnv(legal=(0, 1, 2, 3)))]), n_eval_episodes=2)
+    # Evaluation on an env whose legal actions are the ones training never allowed: only the masks can find them.
+    eval_env = DummyVecEnv([lambda: Monitor(env_class(legal=(0, 2)))])
+    mean, _ = maskable_evaluate_policy(model, eval_env, n_eval_episodes=2, deterministic=True)
     assert mean == pytest.approx(12.0)
-    actions, _ = model.predict(np.zeros((5, 3), np.float32), action_masks=np.tile([False, True, False, True], (5, 1)))
-    assert set(actions.tolist()) <= {1, 3}
+    with pytest.raises(AssertionError, match="illegal action"):  # without masks the trained prior plays 1 or 3
+        evaluate_policy(model, eval_env, n_eval_episodes=2, deterministic=True)
+    actions, _ = model.predict(np.zeros((5, 3), np.float32), action_masks=np.tile([True, False, True, False], (5, 1)))
+    assert set(actions.tolist()) <= {0, 2}
 
 
 def test_life_loss_and_truncation_reach_the_replay():
@@ -205,12 +223,35 @@ def test_life_loss_and_truncation_reach_the_replay():
         assert not replay.value_valid[slot]
 
 
-def test_reanalyze_preset_trains():
+def test_reanalyze_re_searches_policy_targets_and_bootstraps_from_the_target_network():
     env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
-    model = MuZero("MlpPolicy", env, seed=0, **SMALL, **REANALYZE_PRESET)
+    preset = {**REANALYZE_PRESET, "dirichlet_fraction": 0.0}  # no root noise: a fresh search is reproducible
+    model = MuZero("MlpPolicy", env, seed=0, **SMALL, **preset)
     assert model.reanalyze_fraction == 0.8 and model.value_bootstrap == "target" and model.td_steps == 5
     model.learn(80)
     assert model._n_updates > 0
+    batch = model.replay_buffer.sample(10, np.random.default_rng(3))
+    stored = batch.policies.copy()
+    model._reanalyze(batch)
+    n = round(0.8 * 10)
+    head = batch.policy_mask[:n]
+    fresh = model.planner.policy_target(
+        model.planner.search(model.replay_buffer.observations_at(batch.positions[:n][head]), batch.legal[:n][head])
+    )
+    np.testing.assert_array_equal(batch.policies[:n][head], fresh)  # the head's targets come from a new search
+    np.testing.assert_array_equal(batch.policies[n:], stored[n:])  # the tail keeps the acting-time visits
+    assert not np.array_equal(stored[:n][head], fresh)
+    # Value bootstraps come from the target network, not from the stored search values: make its value a constant.
+    with th.no_grad():
+        for param in model.target_policy.value_head.parameters():
+            param.zero_()
+        support = model.policy.value_support
+        model.target_policy.value_head.bias[:] = th.as_tensor(support.encode(np.array([2.5]))[0]).log().clamp(min=-1e4)
+    z = batch.value_targets(model._bootstrap_values(batch))
+    has = batch.bootstrap_indices >= 0
+    assert has.any()
+    np.testing.assert_allclose(z[has], batch.value_prefix[has] + batch.bootstrap_discount[has] * 2.5, rtol=1e-4)
+    assert not np.allclose(batch.value_targets()[has], z[has])
 
 
 def test_two_player_self_play_on_tictactoe():
@@ -280,7 +321,7 @@ def test_loss_matches_a_per_sample_reference():
     model = MuZero("MlpPolicy", env, seed=0, **SMALL).learn(80)
     batch = model.replay_buffer.sample(6, np.random.default_rng(0), importance_exponent=1.0)
     z = batch.value_targets()
-    losses, _ = model._losses(batch, z)
+    losses, _ = muzero_loss(model.policy, batch, z)
     policy = model.policy
     k_steps = model.unroll_steps
     total = 0.0
@@ -336,3 +377,202 @@ def test_temperature_moves_plays_greedily_after_the_opening():
     assert not np.all(is_greedy[moves & (steps < 3)])  # a high temperature explores in the opening
     with pytest.raises(ValueError, match="temperature_moves"):
         MuZero("MlpPolicy", env, temperature_moves=-1)
+
+
+class CountingEnv(gym.Env):
+    """Observations encode (env id, step): ``[id, t / 100]``; episodes of 15 steps."""
+
+    observation_space = spaces.Box(0, 10, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, env_id=1):
+        self.env_id = env_id
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([self.env_id, 0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.env_id, self.t / 100], np.float32), 1.0, self.t >= 15, False, {}
+
+
+def test_set_env_then_resume_starts_new_games():
+    """After set_env, learn(reset_num_timesteps=False) must not append the new env's episodes to the old games."""
+    model = MuZero("MlpPolicy", DummyVecEnv([lambda: CountingEnv(1)]), seed=0, **{**SMALL, "learning_starts": 10_000})
+    model.learn(7)  # a game in progress, no segment written yet
+    assert model.replay_buffer.n_written == 0
+    model.set_env(DummyVecEnv([lambda: CountingEnv(2)]))
+    model.learn(40, reset_num_timesteps=False)
+    replay = model.replay_buffer
+    written = replay.observations[: replay.n_written]
+    assert replay.n_written > 0 and np.all(written[:, 0] == 2)  # every stored position comes from the new env
+    # each stored game starts at step 0 and counts up one by one
+    steps = np.rint(written[:, 1] * 100).astype(int)
+    starts = np.flatnonzero(steps == 0)
+    assert starts[0] == 0 and np.all(np.diff(steps)[np.diff(steps) != -15] == 1)
+
+
+def test_collection_searches_in_eval_mode_and_rollout_callbacks_fire():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Recorder(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.events = []
+
+        def _on_rollout_start(self):
+            self.events.append("start")
+
+        def _on_rollout_end(self):
+            self.events.append("end")
+
+        def _on_step(self):
+            return True
+
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = MuZero("MlpPolicy", env, seed=0, **SMALL)
+    modes = []
+    search = model.planner.search
+
+    def recording_search(*args, **kwargs):
+        modes.append(model.policy.training)
+        return search(*args, **kwargs)
+
+    model.planner.search = recording_search
+    recorder = Recorder()
+    model.learn(80, callback=recorder)
+    assert model._n_updates > 0 and len(modes) >= 40
+    assert not any(modes)  # the network acts in evaluation mode, also after train() switched it to training
+    assert recorder.events[:4] == ["start", "end", "start", "end"] and len(recorder.events) == 2 * 40
+
+
+def test_train_freq_in_episodes_and_gradient_steps():
+    model = MuZero(
+        "MlpPolicy",
+        DummyVecEnv([lambda: CountingEnv(1)]),
+        seed=0,
+        train_freq=(1, "episode"),
+        **{**SMALL, "learning_starts": 0},
+    )
+    model.learn(45)  # three episodes of 15 steps: one training phase after each
+    assert model._n_updates == 3
+    with pytest.raises(ValueError, match="unit"):
+        MuZero("MlpPolicy", "CartPole-v1", train_freq=(1, "hour"))
+    with pytest.raises(ValueError, match="gradient_steps"):
+        MuZero("MlpPolicy", "CartPole-v1", gradient_steps=0)
+
+
+def test_dynamics_gradient_is_halved_after_each_recurrent_step_as_in_the_pseudocode():
+    """The representation gets the first recurrent step's gradient whole; later steps reach it halved per step."""
+    from sb3_frontier.algorithms.muzero import losses as losses_module
+
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = MuZero("MlpPolicy", env, seed=0, unroll_steps=3, **SMALL).learn(80)
+    batch = model.replay_buffer.sample(8, np.random.default_rng(0))
+    policy = model.policy
+    obs = th.as_tensor(batch.observations)
+    actions = th.as_tensor(batch.actions)
+
+    def gradient_on_root_hidden(step: int, scales: list[float]) -> th.Tensor:
+        """d(sum of step `step`'s value logits)/d(root hidden state), scaling the hidden state by scales[k] before k."""
+        hidden = policy.representation(obs).detach().requires_grad_(True)
+        state = hidden
+        for k in range(step):
+            state = scale_gradient(state, scales[k])
+            state, _, _, value_logits = policy.recurrent_inference(state, actions[:, k])
+        value_logits.sum().backward()
+        return hidden.grad
+
+    # Our unroll, from a root hidden state we hold (the representation's output made a leaf).
+    for step in (1, 2, 3):
+        root = policy.representation(obs).detach().requires_grad_(True)
+        initial = policy.initial_inference
+        policy.initial_inference = lambda _obs, root=root: (root, *policy.prediction(root))
+        try:
+            _, value_logits, _ = losses_module.unroll(policy, batch)
+        finally:
+            policy.initial_inference = initial
+        value_logits[:, step].sum().backward()
+        reference = gradient_on_root_hidden(step, [1.0] + [0.5] * (step - 1))
+        th.testing.assert_close(root.grad, reference)
+        wrong = gradient_on_root_hidden(step, [0.5] * step)  # scaling before every dynamics call, the first included
+        assert not th.allclose(wrong, reference)
+
+
+def test_two_player_needs_gamma_one_and_uses_known_bounds():
+    with pytest.raises(ValueError, match=r"gamma=1\.0"):
+        MuZero("MlpPolicy", "sb3_frontier/TicTacToe-v0", two_player=True, gamma=0.99)
+    model = MuZero("MlpPolicy", "sb3_frontier/TicTacToe-v0", two_player=True, gamma=1.0)
+    assert model.search_settings.known_bounds == (-1.0, 1.0) and model.search_settings.discount == -1.0
+    assert MuZero("MlpPolicy", "CartPole-v1").search_settings.known_bounds is None
+
+
+def test_optimizer_kwargs_merge_with_the_default_weight_decay():
+    model = MuZero("MlpPolicy", "CartPole-v1", policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-5)))
+    group = model.policy.optimizer.param_groups[0]
+    assert group["weight_decay"] == pytest.approx(1e-4) and group["eps"] == pytest.approx(1e-5)
+    model = MuZero("MlpPolicy", "CartPole-v1", policy_kwargs=dict(optimizer_kwargs=dict(weight_decay=0.0)))
+    assert model.policy.optimizer.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_noise_generator_continues_after_save_and_load(tmp_path):
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = MuZero("MlpPolicy", env, seed=0, **SMALL).learn(40)
+    model.save(tmp_path / "model.zip")
+    loaded = MuZero.load(tmp_path / "model.zip", env=env)
+    expected = model._rng.random(4)
+    np.testing.assert_array_equal(loaded._rng.random(4), expected)
+    assert not np.array_equal(np.random.default_rng(0).random(4), expected)  # not restarted from the seed
+    assert loaded.planner.rng is loaded._rng
+
+
+def test_learn_without_arguments_runs_the_default_budget():
+    model = MuZero("MlpPolicy", DummyVecEnv([lambda: CountingEnv(1)]), **SMALL)
+    assert MuZero.default_total_timesteps == 100_000
+    model.default_total_timesteps = 30  # the mechanism; the documented budget is the class attribute
+    model.learn()
+    assert model.num_timesteps == 30
+
+
+class NaNObsEnv(CountingEnv):
+    def step(self, action):
+        _, reward, terminated, truncated, info = super().step(action)
+        return np.array([np.nan, 0], np.float32), reward, terminated, truncated, info
+
+
+def test_bad_hyperparameters_and_inputs_get_clear_errors(tmp_path):
+    for kwargs, match in (
+        (dict(max_grad_norm=-1.0), "max_grad_norm"),
+        (dict(max_grad_norm=0.0), "max_grad_norm"),
+        (dict(pb_c_init=-0.5), "pb_c_init"),
+        (dict(pb_c_base=0.0), "pb_c_base"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(num_simulations=0), "num_simulations"),
+        (dict(search="beam"), "search"),
+        (dict(known_bounds=(1.0, -1.0)), "known_bounds"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            MuZero("MlpPolicy", "CartPole-v1", **kwargs)
+    model = MuZero("MlpPolicy", DummyVecEnv([NaNObsEnv]), **SMALL)
+    with pytest.raises(ValueError, match="observations hold NaN"):
+        model.learn(10)
+
+
+def test_load_replay_buffer_must_fit_the_model(tmp_path):
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = MuZero("MlpPolicy", env, seed=0, **SMALL).learn(40)
+    model.save_replay_buffer(tmp_path / "replay.pkl")
+    for kwargs, match in ((dict(unroll_steps=3), "unroll_steps"), (dict(td_steps=4), "td_steps"), (dict(gamma=0.9), "gamma")):
+        other = MuZero("MlpPolicy", env, **{**SMALL, **kwargs})
+        with pytest.raises(ValueError, match=match):
+            other.load_replay_buffer(tmp_path / "replay.pkl")
+    other = MuZero("MlpPolicy", DummyVecEnv([lambda: CountingEnv(1)]), **SMALL)
+    with pytest.raises(ValueError, match="observation_space"):
+        other.load_replay_buffer(tmp_path / "replay.pkl")
+    same = MuZero("MlpPolicy", env, **SMALL)
+    same.load_replay_buffer(tmp_path / "replay.pkl")
+    assert same.replay_buffer.n_written == model.replay_buffer.n_written
+    same.learn(20, reset_num_timesteps=False)

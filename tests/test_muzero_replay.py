@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from sb3_frontier.algorithms.muzero.collection import SegmentBuilder
 from sb3_frontier.algorithms.muzero.replay import (
     GameSegment,
     MuZeroReplayBuffer,
-    SegmentBuilder,
     n_step_targets,
     outcome_targets,
 )
@@ -54,8 +54,7 @@ def test_n_step_targets_match_brute_force(terminal, p_stop):
         # Segment layout: L transitions then the final observation.
         seg_rewards = np.append(rewards, 0.0).astype(np.float32)
         seg_stops = np.append(stops, terminal)
-        has_transition = np.append(np.ones(length, bool), False)
-        prefix, discount, offsets, valid = n_step_targets(seg_rewards, seg_stops, has_transition, terminal, n, gamma)
+        prefix, discount, offsets, valid = n_step_targets(seg_rewards, seg_stops, terminal, n, gamma)
         for t in range(length + 1):
             boot = values[offsets[t]] if offsets[t] >= 0 else 0.0
             got = prefix[t] + discount[t] * boot
@@ -250,9 +249,9 @@ def test_two_player_outcome_targets_alternate():
     assert len(segments) == 1
     np.testing.assert_array_equal(segments[0].value_targets, [1, -1, 1, -1])
     np.testing.assert_array_equal(segments[0].rewards, 0)  # the outcome lives in the values only
-    replay = MuZeroReplayBuffer(100, OBS_SPACE, N_ACTIONS, unroll_steps=4, td_steps=2, gamma=1.0)
+    replay = MuZeroReplayBuffer(100, OBS_SPACE, N_ACTIONS, unroll_steps=4, td_steps=2, gamma=1.0, two_player=True)
     replay.add(segments[0])
-    batch = replay.sample(16, np.random.default_rng(0), two_player=True)
+    batch = replay.sample(16, np.random.default_rng(0))
     z = batch.value_targets()
     for b in range(16):
         t = int(batch.observations[b][1])

@@ -70,7 +70,8 @@ class MuZeroPolicy(BasePolicy):
     :param features_extractor_kwargs: its keyword arguments
     :param normalize_images: divide uint8 images by 255
     :param optimizer_class: optimizer
-    :param optimizer_kwargs: optimizer keyword arguments (default ``weight_decay=1e-4``: MuZero's L2 regularisation)
+    :param optimizer_kwargs: optimizer keyword arguments, merged over ``weight_decay=1e-4`` (MuZero's L2
+        regularisation; pass ``weight_decay=0`` to turn it off)
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class MuZeroPolicy(BasePolicy):
             features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs={"weight_decay": L2_COEF} if optimizer_kwargs is None else optimizer_kwargs,
+            optimizer_kwargs={"weight_decay": L2_COEF, **(optimizer_kwargs or {})},
         )
         if hidden_dim < 1:
             raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")

@@ -29,15 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
+from sb3_frontier.common.observations import Obs, obs_take, obs_write, obs_zeros
+from sb3_frontier.common.prioritized_ring import PrioritizedRing
+from sb3_frontier.common.returns import n_step_parts
 from sb3_frontier.common.sum_tree import SumTree
-
-Obs = np.ndarray | dict[str, np.ndarray]
-
-
-def _take(obs: Obs, index: np.ndarray | slice) -> Obs:
-    if isinstance(obs, dict):
-        return {key: value[index] for key, value in obs.items()}
-    return obs[index]
 
 
 @dataclass
@@ -136,18 +131,17 @@ class MuZeroBatch:
 
 
 def n_step_targets(
-    rewards: np.ndarray, stops: np.ndarray, has_transition: np.ndarray, terminal: bool, td_steps: int, gamma: float
+    rewards: np.ndarray, stops: np.ndarray, terminal: bool, td_steps: int, gamma: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """
     The parts of the n-step value target ``z_t = sum_{i<m} gamma^i u_{t+i} + gamma^m v_{t+m}`` of every position of
-    a segment (MuZero Appendix G, Eq. 1 of the paper's training section).
+    a segment (MuZero Appendix G), from the time-major :func:`~sb3_frontier.common.returns.n_step_parts`.
 
     ``m`` is ``td_steps``, shortened when bootstrapping stops (a termination or a life loss: no bootstrap at all) or
     when the segment ends (bootstrap from its last position, unless that is a terminal observation).
 
     :param rewards: [L] rewards of the transitions
     :param stops: [L] bootstrapping stops after the transition
-    :param has_transition: [L] a transition was taken from the position
     :param terminal: the segment's last position is a terminal observation
     :param td_steps: n
     :param gamma: discount
@@ -155,42 +149,33 @@ def n_step_targets(
         (segment index of the bootstrap position, -1 for none) and valid [L] (a value target exists)
     """
     length = rewards.shape[0]
+    # Transitions 0 .. T-1 lead to positions 1 .. T: a segment's last position closes its last usable transition.
+    transitions = length - 1
     prefix = np.zeros(length, dtype=np.float64)
-    steps = np.zeros(length, dtype=np.int64)
-    active = np.ones(length, dtype=bool)  # still accumulating rewards
-    stopped = np.zeros(length, dtype=bool)
-    positions = np.arange(length)
-    for i in range(td_steps):
-        j = positions + i
-        inside = j < length
-        take = active & inside
-        take[inside] &= has_transition[j[inside]]
-        jj = j[take]
-        prefix[take] += gamma**i * rewards[jj]
-        steps[take] += 1
-        stop_now = np.zeros(length, dtype=bool)
-        stop_now[take] = stops[jj]
-        stopped |= stop_now
-        active &= take & ~stop_now
-    boot = positions + steps
-    has_boot = ~stopped & (boot < length)
-    if terminal:
-        has_boot &= boot != length - 1  # the value of a terminal observation is 0
-    discount = np.where(has_boot, gamma ** steps.astype(np.float64), 0.0)
-    offsets = np.where(has_boot, boot, -1)
+    discount = np.zeros(length, dtype=np.float64)
+    offsets = np.full(length, -1, dtype=np.int64)
+    if transitions > 0:
+        step_discounts = gamma * (1.0 - stops[:transitions].astype(np.float64))
+        prefix[:transitions], discount[:transitions], boot = n_step_parts(rewards[:transitions], step_discounts, td_steps)
+        if terminal:  # the value of a terminal observation is 0
+            discount[:transitions] = np.where(boot == length - 1, 0.0, discount[:transitions])
+        offsets[:transitions] = np.where(discount[:transitions] > 0, boot, -1)
     valid = np.ones(length, dtype=bool)
-    if not terminal:
-        valid[length - 1] &= has_transition[length - 1]  # a truncated game's final observation teaches nothing
+    if terminal:  # absorbing: the terminal observation's value target is 0
+        discount[length - 1] = 0.0
+    else:  # a truncated game's final observation (or a cut segment's last position) has no target of its own
+        valid[length - 1] = False
     return prefix, discount, offsets, valid
 
 
 class MuZeroReplayBuffer:
     """
-    Prioritized replay of MuZero game segments in a flat ring of ``buffer_size`` positions.
+    Prioritized replay of MuZero game segments in a flat ring of ``buffer_size`` positions
+    (:class:`~sb3_frontier.common.prioritized_ring.PrioritizedRing`).
 
     Positions are addressed by an absolute, ever-increasing index; the ring slot is ``index % buffer_size``. When a
-    new segment overwrites the start of an older one, what is left of the older segment is removed from sampling
-    (its unrolls would read overwritten data).
+    new segment overwrites the start of an older one, the overwritten positions leave sampling; what is left of the
+    older segment stays sampleable (unrolls and targets only read forward, inside their segment).
 
     :param buffer_size: capacity in positions
     :param observation_space: observation space (Box or Dict)
@@ -200,6 +185,7 @@ class MuZeroReplayBuffer:
     :param gamma: discount
     :param priority_exponent: alpha (0: uniform sampling)
     :param priority_epsilon: added to ``|v - z|`` so that no position becomes unsampleable
+    :param two_player: the segments are two-player games (final-outcome value targets)
     """
 
     def __init__(
@@ -212,28 +198,20 @@ class MuZeroReplayBuffer:
         gamma: float = 0.997,
         priority_exponent: float = 1.0,
         priority_epsilon: float = 1e-6,
+        two_player: bool = False,
     ):
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
         if unroll_steps < 1 or td_steps < 1:
             raise ValueError(f"unroll_steps (K) and td_steps (n) must be >= 1, got K={unroll_steps}, n={td_steps}")
-        self.buffer_size = int(buffer_size)
+        self.ring = PrioritizedRing(buffer_size, priority_exponent, priority_epsilon)
+        self.buffer_size = self.ring.capacity
         self.observation_space = observation_space
         self.n_actions = int(n_actions)
         self.unroll_steps = int(unroll_steps)
         self.td_steps = int(td_steps)
         self.gamma = float(gamma)
-        self.priority_exponent = float(priority_exponent)
-        self.priority_epsilon = float(priority_epsilon)
+        self.two_player = bool(two_player)
         size = self.buffer_size
-        if isinstance(observation_space, spaces.Dict):
-            self.observations: Obs = {
-                key: np.zeros((size, *sub.shape), dtype=sub.dtype)  # type: ignore[misc]
-                for key, sub in observation_space.spaces.items()
-            }
-        else:
-            assert observation_space.shape is not None
-            self.observations = np.zeros((size, *observation_space.shape), dtype=observation_space.dtype)
+        self.observations: Obs = obs_zeros(observation_space, (size,))
         self.actions = np.full(size, -1, dtype=np.int64)
         self.rewards = np.zeros(size, dtype=np.float32)
         self.root_values = np.zeros(size, dtype=np.float32)
@@ -243,18 +221,35 @@ class MuZeroReplayBuffer:
         self.bootstrap_discount = np.zeros(size, dtype=np.float32)
         self.bootstrap_index = np.full(size, -1, dtype=np.int64)  # absolute
         self.value_valid = np.zeros(size, dtype=bool)
-        self.position_index = np.zeros(size, dtype=np.int64)  # absolute index held by each slot
         self.segment_end = np.zeros(size, dtype=np.int64)  # absolute, exclusive
         self.segment_terminal = np.zeros(size, dtype=bool)
-        self.tree = SumTree(size, min_priority=priority_epsilon)
-        self.n_written = 0  # absolute index of the next position
-        self.max_priority = 1.0
 
-    # ------------------------------------------------------------------------------------------------------- writing
+    @property
+    def tree(self) -> SumTree:
+        """The sum tree of the sampleable positions' priorities (indexed by slot)."""
+        return self.ring.tree
+
+    @property
+    def n_written(self) -> int:
+        """Absolute index of the next position (positions written so far)."""
+        return self.ring.n_written
+
     def __len__(self) -> int:
         """Number of positions that can be sampled as unroll starts."""
-        return len(self.tree)
+        return len(self.ring)
 
+    def settings(self) -> dict[str, object]:
+        """What a model must share with this replay to train on it (spaces and the stored targets' definition)."""
+        return {
+            "observation_space": self.observation_space,
+            "n_actions": self.n_actions,
+            "unroll_steps": self.unroll_steps,
+            "td_steps": self.td_steps,
+            "gamma": self.gamma,
+            "two_player": self.two_player,
+        }
+
+    # ------------------------------------------------------------------------------------------------------- writing
     def add(self, segment: GameSegment) -> np.ndarray:
         """
         Store a segment and give its start positions their initial priorities ``|v_search - z|^alpha``.
@@ -267,23 +262,15 @@ class MuZeroReplayBuffer:
             raise ValueError(f"A segment of {length} positions does not fit in a replay of {self.buffer_size}")
         if not 0 <= segment.n_starts <= length:
             raise ValueError(f"n_starts={segment.n_starts} must lie in [0, {length}]")
-        start = self.n_written
-        self._evict(start, length)
-        abs_idx = np.arange(start, start + length)
-        slots = abs_idx % self.buffer_size
-
-        if isinstance(self.observations, dict):
-            assert isinstance(segment.observations, dict)
-            for key, store in self.observations.items():
-                store[slots] = segment.observations[key]
-        else:
-            self.observations[slots] = segment.observations
+        abs_idx = self.ring.reserve(length)
+        start = int(abs_idx[0]) if length > 0 else self.ring.n_written
+        slots = self.ring.slots(abs_idx)
+        obs_write(self.observations, slots, segment.observations)
         self.actions[slots] = segment.actions
         self.rewards[slots] = segment.rewards
         self.root_values[slots] = segment.root_values
         self.policies[slots] = segment.policies
         self.legal[slots] = segment.legal
-        has_transition = segment.has_transition
         if segment.value_targets is not None:
             prefix = segment.value_targets.astype(np.float64)
             discount = np.zeros(length)
@@ -291,54 +278,30 @@ class MuZeroReplayBuffer:
             valid = np.ones(length, dtype=bool)
         else:
             prefix, discount, offsets, valid = n_step_targets(
-                segment.rewards, segment.stops, has_transition, segment.terminal, self.td_steps, self.gamma
+                segment.rewards, segment.stops, segment.terminal, self.td_steps, self.gamma
             )
         self.value_prefix[slots] = prefix
         self.bootstrap_discount[slots] = discount
         self.bootstrap_index[slots] = np.where(offsets >= 0, start + offsets, -1)
         self.value_valid[slots] = valid
-        self.position_index[slots] = abs_idx
         self.segment_end[slots] = start + length
         self.segment_terminal[slots] = segment.terminal
-        self.n_written += length
 
         n_starts = segment.n_starts
         if n_starts > 0:
             boot_values = np.where(offsets[:n_starts] >= 0, segment.root_values[np.maximum(offsets[:n_starts], 0)], 0.0)
             targets = prefix[:n_starts] + discount[:n_starts] * boot_values
-            errors = np.abs(segment.root_values[:n_starts] - targets)
-            self._set_priorities(slots[:n_starts], errors)
+            self.ring.set_priorities(abs_idx[:n_starts], segment.root_values[:n_starts] - targets)
         return abs_idx
-
-    def _evict(self, start: int, length: int) -> None:
-        """Remove from sampling the positions this write overwrites (what is left of a partly overwritten segment
-        stays sampleable: unrolls and targets only read forward, inside their segment)."""
-        oldest_kept = start + length - self.buffer_size  # absolute positions below this are overwritten
-        if oldest_kept <= 0:
-            return
-        first_overwritten = max(start - self.buffer_size, 0)
-        self.tree.remove(np.arange(first_overwritten, oldest_kept) % self.buffer_size)
-
-    def _set_priorities(self, slots: np.ndarray, errors: np.ndarray) -> None:
-        errors = np.asarray(errors, dtype=np.float64)
-        if not np.all(np.isfinite(errors)):
-            raise ValueError("Non-finite priorities (NaN or inf value errors): check rewards and losses")
-        priorities = (errors + self.priority_epsilon) ** self.priority_exponent
-        self.max_priority = max(self.max_priority, float(priorities.max(initial=0.0)))
-        self.tree.update(slots, priorities)
 
     def update_priorities(self, indices: np.ndarray, errors: np.ndarray) -> None:
         """
         New priorities ``(|v - z| + eps)^alpha`` for sampled positions still in the replay.
 
         :param indices: [B] absolute indices (``MuZeroBatch.indices``)
-        :param errors: [B] absolute value errors
+        :param errors: [B] value errors
         """
-        indices = np.asarray(indices, dtype=np.int64)
-        live = indices >= self.n_written - self.buffer_size
-        slots = indices[live] % self.buffer_size
-        live_slots = self.tree.get(slots) > 0  # not evicted since sampling
-        self._set_priorities(slots[live_slots], np.asarray(errors)[live][live_slots])
+        self.ring.update_priorities(indices, errors)
 
     # ------------------------------------------------------------------------------------------------------ sampling
     def observations_at(self, indices: np.ndarray) -> Obs:
@@ -348,38 +311,31 @@ class MuZeroReplayBuffer:
         :param indices: absolute indices
         :return: [*indices.shape, *obs_shape]
         """
-        slots = np.maximum(indices, 0) % self.buffer_size
-        return _take(self.observations, slots)
+        return obs_take(self.observations, np.maximum(indices, 0) % self.buffer_size)
 
-    def sample(
-        self, batch_size: int, rng: np.random.Generator, importance_exponent: float = 1.0, two_player: bool = False
-    ) -> MuZeroBatch:
+    def sample(self, batch_size: int, rng: np.random.Generator, importance_exponent: float = 1.0) -> MuZeroBatch:
         """
         Sample unroll starts proportionally to their priorities and assemble their K-step targets.
+
+        Past a termination the unroll continues in an absorbing state: value 0, or, for two-player games, the
+        terminal position's outcome with the sign flipping every ply (the search backs values up through the
+        absorbing plies with discount -1, so they must agree with the terminal position's value).
 
         :param batch_size: B
         :param rng: random generator
         :param importance_exponent: beta of the importance-sampling weights (0: all ones)
-        :param two_player: past a game's end the value targets carry the terminal position's outcome, alternating
-            in sign every ply, instead of absorbing zeros
         :return: the batch
         """
-        if len(self) == 0:
-            raise RuntimeError("The replay buffer holds no position to sample yet")
         size, k = self.buffer_size, self.unroll_steps
-        slots = self.tree.sample(batch_size, rng)
-        weights = self.tree.importance_weights(slots, importance_exponent, normalize="batch")
-        starts = self.position_index[slots]
+        starts, weights = self.ring.sample(batch_size, rng, importance_exponent)
+        slots = starts % size
         seg_end = self.segment_end[slots][:, None]
         terminal = self.segment_terminal[slots][:, None]
         positions = starts[:, None] + np.arange(k + 1)[None, :]  # [B, K+1]
         inside = positions < seg_end
         pslots = positions % size
 
-        # Values: inside the segment from the stored parts; past a termination an absorbing state: value 0, or for
-        # two-player games the terminal position's outcome with the sign flipping every ply (the search backs values
-        # up through the absorbing plies with discount -1, so they must agree with the terminal position's value).
-        if two_player:
+        if self.two_player:
             plies_past_end = positions - (seg_end - 1)
             final_outcome = self.value_prefix[(seg_end - 1) % size]
             absorbing = final_outcome * np.where(plies_past_end % 2 == 0, 1.0, -1.0)
@@ -407,7 +363,7 @@ class MuZeroReplayBuffer:
         return MuZeroBatch(
             indices=starts,
             weights=weights.astype(np.float32),
-            observations=_take(self.observations, slots),
+            observations=obs_take(self.observations, slots),
             actions=actions.astype(np.int64),
             rewards=rewards,
             reward_mask=reward_mask,
@@ -420,119 +376,6 @@ class MuZeroReplayBuffer:
             policy_mask=policy_mask,
             positions=np.where(inside, positions, -1),
             legal=np.where(inside[..., None], self.legal[pslots], True),
-        )
-
-
-class SegmentBuilder:
-    """
-    Collects one environment's positions during self-play and cuts them into :class:`GameSegment` objects.
-
-    A segment is emitted when the game ends, or when ``segment_length`` positions plus the look-ahead
-    (``unroll_steps + td_steps``) are held; the look-ahead positions then start the next segment.
-
-    :param segment_length: sampleable positions per segment of a long game
-    :param lookahead: positions kept after the sampleable ones (K + n)
-    :param n_actions: number of actions
-    :param two_player: store final-outcome value targets (board games)
-    """
-
-    def __init__(self, segment_length: int, lookahead: int, n_actions: int, two_player: bool = False):
-        if segment_length < 1:
-            raise ValueError(f"segment_length must be >= 1, got {segment_length}")
-        self.segment_length = segment_length
-        self.lookahead = lookahead
-        self.n_actions = n_actions
-        self.two_player = two_player
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget the positions held (a new game starts)."""
-        self.observations: list[Obs] = []
-        self.actions: list[int] = []
-        self.rewards: list[float] = []
-        self.stops: list[bool] = []
-        self.root_values: list[float] = []
-        self.policies: list[np.ndarray] = []
-        self.legal: list[np.ndarray] = []
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-    def append(
-        self,
-        observation: Obs,
-        action: int,
-        reward: float,
-        stop: bool,
-        root_value: float,
-        policy: np.ndarray,
-        legal: np.ndarray,
-    ) -> GameSegment | None:
-        """
-        Add one step of the game (the position and the transition taken from it).
-
-        :return: a segment of a long game when one is complete, else ``None``
-        """
-        self.observations.append(observation)
-        self.actions.append(int(action))
-        self.rewards.append(float(reward))
-        self.stops.append(bool(stop))
-        self.root_values.append(float(root_value))
-        self.policies.append(policy)
-        self.legal.append(legal)
-        if self.two_player or len(self) < self.segment_length + self.lookahead:
-            return None
-        segment = self._segment(slice(0, len(self)), n_starts=self.segment_length, terminal=False)
-        for store in (self.observations, self.actions, self.rewards, self.stops, self.root_values, self.policies, self.legal):
-            del store[: self.segment_length]
-        return segment
-
-    def finish(self, final_observation: Obs, terminal: bool, final_value: float) -> GameSegment | None:
-        """
-        End the game: emit what is held plus the final observation, and clear.
-
-        :param final_observation: the observation after the last transition (a terminal one, or where the game was
-            truncated)
-        :param terminal: the game terminated (value 0 from there) rather than being truncated
-        :param final_value: value of the final observation to bootstrap from when truncated (ignored if terminal)
-        :return: the segment, or ``None`` when nothing was held
-        """
-        if len(self) == 0:
-            self.clear()
-            return None
-        self.observations.append(final_observation)
-        self.actions.append(-1)
-        self.rewards.append(0.0)
-        self.stops.append(terminal)
-        self.root_values.append(0.0 if terminal else float(final_value))
-        self.policies.append(np.zeros(self.n_actions, dtype=np.float32))
-        self.legal.append(np.ones(self.n_actions, dtype=bool))
-        segment = self._segment(slice(0, len(self)), n_starts=len(self) - 1, terminal=terminal)
-        self.clear()
-        return segment
-
-    def _segment(self, window: slice, n_starts: int, terminal: bool) -> GameSegment:
-        first = self.observations[0]
-        if isinstance(first, dict):
-            observations: Obs = {key: np.stack([o[key] for o in self.observations[window]]) for key in first}  # type: ignore[index]
-        else:
-            observations = np.stack(self.observations[window])  # type: ignore[arg-type]
-        rewards = np.asarray(self.rewards[window], dtype=np.float32)
-        value_targets = None
-        if self.two_player:  # the outcome goes into the value targets; the reward targets are zero
-            value_targets = outcome_targets(rewards, terminal)
-            rewards = np.zeros_like(rewards)
-        return GameSegment(
-            observations=observations,
-            actions=np.asarray(self.actions[window], dtype=np.int64),
-            rewards=rewards,
-            stops=np.asarray(self.stops[window], dtype=bool),
-            root_values=np.asarray(self.root_values[window], dtype=np.float32),
-            policies=np.stack(self.policies[window]).astype(np.float32),
-            legal=np.stack(self.legal[window]).astype(bool),
-            n_starts=n_starts,
-            terminal=terminal,
-            value_targets=value_targets,
         )
 
 

@@ -1,0 +1,92 @@
+"""MuZero's training loss (Schrittwieser et al. 2020, Eq. 1 and the pseudocode's ``update_weights``), a pure function.
+
+    l = sum_{k=0..K} w_k [ c_v CE(z_{t+k}, v_k) + c_r CE(u_{t+k}, r_k) (k >= 1) + c_p CE(pi_{t+k}, p_k) ]
+
+with ``w_0 = 1`` and ``w_k = 1/K`` for the unrolled steps, categorical cross-entropies against the two-hot targets of
+the value and reward supports, and the gradient flowing back into the hidden state halved *after* every recurrent
+step (the pseudocode's ``scale_gradient(hidden_state, 0.5)`` follows ``recurrent_inference``, so the representation
+gets the first step's gradient whole). Masked steps (past a game's end, or without a search) contribute nothing;
+each sample is weighted by its importance weight. L2 regularisation is the optimizer's weight decay.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.utils import obs_as_tensor
+from torch.nn import functional as F
+
+from sb3_frontier.algorithms.muzero.replay import MuZeroBatch
+from sb3_frontier.policies.muzero import MuZeroPolicy
+from sb3_frontier.policies.torsos import scale_gradient
+
+#: Gradient scale of the hidden state between recurrent steps (the paper's Appendix G).
+DYNAMICS_GRADIENT_SCALE = 0.5
+
+
+def unroll(policy: MuZeroPolicy, batch: MuZeroBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """
+    Unroll the network K steps from the batch's observations along its actions.
+
+    :param policy: the network
+    :param batch: the sampled unrolls
+    :return: policy logits ``[B, K+1, A]``, value logits ``[B, K+1, value bins]``, reward logits
+        ``[B, K, reward bins]``
+    """
+    device = policy.device
+    actions = th.as_tensor(batch.actions, device=device)
+    hidden, policy_logits, value_logits = policy.initial_inference(obs_as_tensor(batch.observations, device))
+    all_policy, all_value, all_reward = [policy_logits], [value_logits], []
+    for k in range(actions.shape[1]):
+        hidden, reward_logits, policy_logits, value_logits = policy.recurrent_inference(hidden, actions[:, k])
+        hidden = scale_gradient(hidden, DYNAMICS_GRADIENT_SCALE)
+        all_policy.append(policy_logits)
+        all_value.append(value_logits)
+        all_reward.append(reward_logits)
+    return th.stack(all_policy, dim=1), th.stack(all_value, dim=1), th.stack(all_reward, dim=1)
+
+
+def muzero_loss(
+    policy: MuZeroPolicy,
+    batch: MuZeroBatch,
+    value_targets: np.ndarray,
+    value_coef: float = 1.0,
+    reward_coef: float = 1.0,
+    policy_coef: float = 1.0,
+) -> tuple[dict[str, th.Tensor], np.ndarray]:
+    """
+    MuZero's loss on a batch of K-step unrolls.
+
+    :param policy: the network
+    :param batch: the unrolls (observations, actions, reward and policy targets, masks, importance weights)
+    :param value_targets: ``[B, K+1]`` value targets z
+    :param value_coef: weight of the value loss (0.25 in MuZero Reanalyze)
+    :param reward_coef: weight of the reward loss
+    :param policy_coef: weight of the policy loss
+    :return: the loss and its parts (``loss``, ``value_loss``, ``reward_loss``, ``policy_loss``), and the network's
+        root values ``[B]`` (scalars, for the priorities)
+    """
+    device = policy.device
+    policy_logits, value_logits, reward_logits = unroll(policy, batch)
+    k_steps = reward_logits.shape[1]
+    value_probs = policy.value_support.encode(th.as_tensor(value_targets, device=device, dtype=th.float32))
+    reward_probs = policy.reward_support.encode(th.as_tensor(batch.rewards[:, 1:], device=device))
+    value_ce = -(value_probs * F.log_softmax(value_logits, dim=-1)).sum(-1)  # [B, K+1]
+    reward_ce = -(reward_probs * F.log_softmax(reward_logits, dim=-1)).sum(-1)  # [B, K]
+    policy_ce = -(th.as_tensor(batch.policies, device=device) * F.log_softmax(policy_logits, dim=-1)).sum(-1)
+
+    step_scale = th.full((k_steps + 1,), 1.0 / k_steps, device=device)
+    step_scale[0] = 1.0
+    value_mask = th.as_tensor(batch.value_mask, device=device, dtype=th.float32) * step_scale
+    reward_mask = th.as_tensor(batch.reward_mask[:, 1:], device=device, dtype=th.float32) * step_scale[1:]
+    policy_mask = th.as_tensor(batch.policy_mask, device=device, dtype=th.float32) * step_scale
+    weights = th.as_tensor(batch.weights, device=device)
+    value_loss = ((value_ce * value_mask).sum(1) * weights).mean()
+    reward_loss = ((reward_ce * reward_mask).sum(1) * weights).mean()
+    policy_loss = ((policy_ce * policy_mask).sum(1) * weights).mean()
+    loss = value_coef * value_loss + reward_coef * reward_loss + policy_coef * policy_loss
+    root_values = policy.value_support.decode_logits(value_logits[:, 0].detach()).cpu().numpy()
+    return {"loss": loss, "value_loss": value_loss, "reward_loss": reward_loss, "policy_loss": policy_loss}, root_values
+
+
+__all__ = ["DYNAMICS_GRADIENT_SCALE", "muzero_loss", "unroll"]

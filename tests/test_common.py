@@ -1,0 +1,131 @@
+"""The shared core: n-step returns, the prioritized ring, the VecEnv step split, observation helpers, train_freq."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+
+from sb3_frontier.common.observations import non_finite_keys, obs_stack, obs_take, obs_write, obs_zeros
+from sb3_frontier.common.prioritized_ring import PrioritizedRing
+from sb3_frontier.common.replay_algorithm import convert_train_freq
+from sb3_frontier.common.returns import n_step_parts, n_step_returns
+from sb3_frontier.common.vec_steps import real_next_obs, split_step
+
+
+def brute_force_return(rewards, discounts, values, t, n):
+    """G_t written as the definition: add rewards while the product of discounts lasts, then bootstrap."""
+    horizon = min(n, len(rewards) - t)
+    total, scale = 0.0, 1.0
+    for i in range(horizon):
+        total += scale * rewards[t + i]
+        scale *= discounts[t + i]
+    return total + scale * values[t + horizon]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 40])
+def test_n_step_returns_match_brute_force_with_terminations_and_truncations(n):
+    rng = np.random.default_rng(n)
+    length, batch, gamma = 23, 4, 0.97
+    rewards = rng.normal(size=(length, batch))
+    stops = rng.random((length, batch)) < 0.15  # terminations and lost lives: discount 0 after the step
+    discounts = gamma * (1.0 - stops)  # truncations keep gamma: the bootstrap comes from the final observation
+    values = rng.normal(size=(length + 1, batch))
+    got = n_step_returns(rewards, discounts, values, n)
+    want = np.array([[brute_force_return(rewards[:, b], discounts[:, b], values[:, b], t, n) for b in range(batch)]
+                     for t in range(length)])  # fmt: skip
+    # float64 sums of at most n terms of size ~1: a few ulps of the largest partial sum
+    np.testing.assert_allclose(got, want, rtol=0, atol=64 * np.finfo(np.float64).eps * max(1.0, np.abs(want).max()))
+    _, discount, index = n_step_parts(rewards, discounts, n)
+    assert np.all(index == np.minimum(np.arange(length) + n, length))
+    cut = np.array([[stops[t : t + n, b].any() for b in range(batch)] for t in range(length)])
+    assert np.all(discount[cut] == 0.0) and np.all(discount[~cut] > 0.0)
+
+
+def test_n_step_parts_shorten_the_horizon_at_the_sequence_end_and_reject_bad_n():
+    prefix, discount, index = n_step_parts(np.ones(3), np.full(3, 0.5), 5)
+    np.testing.assert_allclose(prefix, [1.75, 1.5, 1.0])
+    np.testing.assert_allclose(discount, [0.125, 0.25, 0.5])
+    np.testing.assert_array_equal(index, [3, 3, 3])
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n must be"):
+            n_step_parts(np.ones(3), np.ones(3), bad)
+
+
+def test_ring_evicts_overwritten_items_and_drops_their_late_priority_updates():
+    ring = PrioritizedRing(5, priority_exponent=1.0, priority_epsilon=1e-6)
+    first = ring.reserve(4)
+    ring.set_priorities(first[:3], [1.0, 2.0, 3.0])  # item 3 is stored but never sampleable
+    assert len(ring) == 3
+    second = ring.reserve(3)  # absolute 4..6 reuse the slots of 0 and 1
+    np.testing.assert_array_equal(second, [4, 5, 6])
+    assert len(ring) == 1  # only item 2 is left sampleable
+    np.testing.assert_array_equal(ring.is_live([0, 1, 2, 6, 7]), [False, False, True, True, False])
+    ring.update_priorities(np.array([0, 2]), np.array([100.0, 4.0]))  # 0 was evicted: its update is dropped
+    np.testing.assert_allclose(ring.tree.get(ring.slots(np.array([0, 2]))), [0.0, 4.0 + 1e-6])
+    indices, weights = ring.sample(8, np.random.default_rng(0), importance_exponent=1.0)
+    assert np.all(indices == 2) and np.all(weights == 1.0)
+    with pytest.raises(ValueError, match="not \\(or no longer\\)"):
+        ring.set_priorities(np.array([1]), np.array([1.0]))
+    with pytest.raises(ValueError, match="Non-finite"):
+        ring.update_priorities(np.array([2]), np.array([np.nan]))
+    with pytest.raises(ValueError, match="cannot write"):
+        ring.reserve(6)
+
+
+def test_ring_samples_in_proportion_to_priorities():
+    ring = PrioritizedRing(4, priority_exponent=0.5, priority_epsilon=1e-9)
+    indices = ring.reserve(4)
+    errors = np.array([1.0, 4.0, 9.0, 16.0])
+    ring.set_priorities(indices, errors)
+    sampled, _ = ring.sample(200_000, np.random.default_rng(1))
+    freq = np.bincount(sampled, minlength=4) / sampled.size
+    expected = np.sqrt(errors) / np.sqrt(errors).sum()
+    # stratified sampling: each stratum holds one draw, the frequencies are within 1/B of the probabilities
+    np.testing.assert_allclose(freq, expected, atol=2 / sampled.size + 1e-3)
+
+
+def test_split_step_tells_terminated_truncated_and_lost_lives_apart():
+    dones = np.array([True, True, False, False])
+    infos = [{"TimeLimit.truncated": False}, {"TimeLimit.truncated": True}, {"life_loss": True}, {}]
+    ends = split_step(dones, infos)
+    np.testing.assert_array_equal(ends.terminated, [True, False, False, False])
+    np.testing.assert_array_equal(ends.truncated, [False, True, False, False])
+    np.testing.assert_array_equal(ends.stop, [True, False, True, False])
+    np.testing.assert_array_equal(ends.done, dones)
+    with pytest.raises(ValueError, match="infos"):
+        split_step(dones, infos[:2])
+
+
+def test_real_next_obs_substitutes_final_observations_for_arrays_and_dicts():
+    new_obs = np.zeros((3, 2))
+    infos = [{}, {"terminal_observation": np.ones(2)}, {}]
+    out = real_next_obs(new_obs, np.array([False, True, False]), infos)
+    np.testing.assert_array_equal(out, [[0, 0], [1, 1], [0, 0]])
+    assert np.all(new_obs == 0)  # not modified
+    dict_obs = {"a": np.zeros((2, 1)), "b": np.zeros((2, 3))}
+    infos = [{"terminal_observation": {"a": np.ones(1), "b": np.full(3, 2.0)}}, {}]
+    out = real_next_obs(dict_obs, np.array([True, False]), infos)
+    np.testing.assert_array_equal(out["b"], [[2, 2, 2], [0, 0, 0]])
+    with pytest.raises(ValueError, match="terminal_observation"):
+        real_next_obs(new_obs, np.array([True, False, False]), [{}, {}, {}])
+
+
+def test_observation_helpers_treat_arrays_and_dicts_alike():
+    space = spaces.Dict({"x": spaces.Box(0, 1, (2,), np.float32), "y": spaces.Discrete(3)})
+    store = obs_zeros(space, (4,))
+    assert store["x"].shape == (4, 2) and store["y"].dtype == np.int64
+    batch = obs_stack([{"x": np.ones(2, np.float32), "y": np.int64(2)}] * 2)
+    obs_write(store, np.array([1, 3]), batch)
+    np.testing.assert_array_equal(obs_take(store, np.array([0, 1]))["y"], [0, 2])
+    assert non_finite_keys({"x": np.array([np.nan]), "y": np.array([1])}) == ["x"]
+    assert non_finite_keys(np.array([1.0, np.inf])) == ["obs"] and non_finite_keys(np.zeros(2)) == []
+
+
+def test_train_freq_takes_sb3_forms():
+    assert convert_train_freq(4) == TrainFreq(4, TrainFrequencyUnit.STEP)
+    assert convert_train_freq((2, "episode")) == TrainFreq(2, TrainFrequencyUnit.EPISODE)
+    for bad, match in (((1, "hour"), "unit"), (0, "at least one"), ((1.5, "step"), "at least one"), ((1,), "train_freq")):
+        with pytest.raises(ValueError, match=match):
+            convert_train_freq(bad)
