@@ -279,26 +279,67 @@ def write_outputs(
     return section
 
 
-class ThresholdCallback:
+def reached_and_stayed(curve: Sequence[tuple[int, float, float]], threshold: float) -> tuple[int, float] | None:
     """
-    Evaluates the model every ``eval_every`` environment steps (deterministic, mean over ``n_episodes``) and stops
-    training when the mean reaches ``threshold``. Evaluation time is excluded from the training wall-clock.
+    BENCHMARKS.md's headline: the first evaluation at or above ``threshold`` after which every later evaluation up to
+    the budget stays at or above it.
+
+    :param curve: ``(env steps, training seconds, mean return)`` per evaluation, in order
+    :param threshold: the return to reach
+    :return: ``(env steps, training seconds)`` of that evaluation, or None if the last evaluation is below it
+    """
+    reached = None
+    for steps, seconds, mean in curve:
+        if mean >= threshold:
+            reached = reached or (steps, seconds)
+        else:
+            reached = None
+    return reached
+
+
+def first_crossing(curve: Sequence[tuple[int, float, float]], threshold: float) -> tuple[int, float] | None:
+    """
+    The first evaluation at or above ``threshold`` (reported beside :func:`reached_and_stayed`).
+
+    :param curve: ``(env steps, training seconds, mean return)`` per evaluation, in order
+    :param threshold: the return to reach
+    :return: ``(env steps, training seconds)``, or None if never reached
+    """
+    return next(((steps, seconds) for steps, seconds, mean in curve if mean >= threshold), None)
+
+
+class EvaluationCurve:
+    """
+    Evaluates the model every ``eval_every`` environment steps (deterministic, mean over ``n_episodes``) for the whole
+    budget, recording ``(env steps, training seconds, mean return)``; evaluation time is excluded from the training
+    wall-clock. Training is never stopped early: read :meth:`reached_and_stayed`, :meth:`first_crossing` and
+    :attr:`final` afterwards.
 
     Use :meth:`make` to get the SB3 callback.
 
     :param eval_env: evaluation VecEnv
-    :param threshold: mean return that ends the run
     :param eval_every: environment steps between evaluations
     :param n_episodes: evaluation episodes
     """
 
-    def __init__(self, eval_env: Any, threshold: float, eval_every: int, n_episodes: int = 10):
+    def __init__(self, eval_env: Any, eval_every: int, n_episodes: int = 10):
         self.eval_env = eval_env
-        self.threshold = threshold
         self.eval_every = eval_every
         self.n_episodes = n_episodes
         self.curve: list[tuple[int, float, float]] = []  # (env steps, training seconds, mean return)
-        self.reached_at: tuple[int, float] | None = None
+
+    @property
+    def final(self) -> float | None:
+        """The last evaluation's mean return."""
+        return self.curve[-1][2] if self.curve else None
+
+    def reached_and_stayed(self, threshold: float) -> tuple[int, float] | None:
+        """See :func:`reached_and_stayed`."""
+        return reached_and_stayed(self.curve, threshold)
+
+    def first_crossing(self, threshold: float) -> tuple[int, float] | None:
+        """See :func:`first_crossing`."""
+        return first_crossing(self.curve, threshold)
 
     def make(self) -> Any:
         from stable_baselines3.common.callbacks import BaseCallback
@@ -312,19 +353,21 @@ class ThresholdCallback:
                 self.eval_seconds = 0.0
                 self.start = time.perf_counter()
 
-            def _on_step(self) -> bool:
-                if self.num_timesteps < self.next_eval:
-                    return True
-                self.next_eval += outer.eval_every
+            def _evaluate(self) -> None:
                 eval_start = time.perf_counter()
                 mean, _ = evaluate_policy(self.model, outer.eval_env, n_eval_episodes=outer.n_episodes, deterministic=True)
-                now = time.perf_counter()
-                self.eval_seconds += now - eval_start
-                train_seconds = eval_start - self.start - (self.eval_seconds - (now - eval_start))
+                train_seconds = eval_start - self.start - self.eval_seconds
+                self.eval_seconds += time.perf_counter() - eval_start
                 outer.curve.append((self.num_timesteps, train_seconds, float(mean)))
-                if mean >= outer.threshold:
-                    outer.reached_at = (self.num_timesteps, train_seconds)
-                    return False
+
+            def _on_step(self) -> bool:
+                if self.num_timesteps >= self.next_eval:
+                    self.next_eval += outer.eval_every
+                    self._evaluate()
                 return True
+
+            def _on_training_end(self) -> None:
+                if not outer.curve or outer.curve[-1][0] != self.num_timesteps:
+                    self._evaluate()  # the model at the end of the budget, the one a user keeps
 
         return _Callback()

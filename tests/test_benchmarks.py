@@ -68,3 +68,11 @@ def test_run_all_runs_each_and_reports_failures(monkeypatch: pytest.MonkeyPatch,
     assert "failed: bench_mcts" in capsys.readouterr().err
     ran.clear()
     assert run_all.main([]) == 1 and len(ran) == len(run_all.BENCHMARKS)
+
+
+def test_reached_and_stayed_is_the_crossing_that_lasts() -> None:
+    curve = [(1, 1.0, 100.0), (2, 2.0, 480.0), (3, 3.0, 300.0), (4, 4.0, 476.0), (5, 5.0, 500.0)]
+    assert common.first_crossing(curve, 475) == (2, 2.0)
+    assert common.reached_and_stayed(curve, 475) == (4, 4.0)
+    assert common.reached_and_stayed([*curve, (6, 6.0, 474.0)], 475) is None  # lost at the end: not reached
+    assert common.reached_and_stayed([], 475) is None and common.first_crossing([], 475) is None
