@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import yaml
 
@@ -127,3 +128,30 @@ def test_optuna_sampler_gives_valid_muzero_arguments():
         assert 0.97 <= kwargs["gamma"] <= 0.999 and kwargs["batch_size"] in (64, 128, 256, 512)
         MuZero("MlpPolicy", "CartPole-v1", **kwargs)  # every sampled set is accepted
         assert hyperparams_opt.HYPERPARAMS_CONVERTER["muzero"](trial.params) == kwargs
+
+
+def test_zoo_evaluation_passes_action_masks_to_our_algorithms(tmp_path):
+    """rl-zoo3's EvalCallback, replaced for our algorithms, plays only legal moves on an env with action_masks()."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sb3_frontier import MuZero
+    from sb3_frontier.zoo.callbacks import MaskAwareEvalCallback
+    from tests.test_muzero import SMALL, MaskedEnv
+
+    model = MuZero("MlpPolicy", DummyVecEnv([MaskedEnv]), seed=0, **SMALL).learn(60)
+    eval_env = DummyVecEnv([lambda: Monitor(MaskedEnv(legal=(0, 2)))])  # raises on any other action
+    callback = MaskAwareEvalCallback(eval_env, eval_freq=20, n_eval_episodes=2, log_path=str(tmp_path), verbose=0)
+    assert callback.use_masking
+    model.learn(40, callback=callback, reset_num_timesteps=False)
+    assert callback.evaluations_results and all(r == [12.0, 12.0] for r in callback.evaluations_results)
+    plain = MaskAwareEvalCallback(DummyVecEnv([lambda: Monitor(gym.make("CartPole-v1"))]), eval_freq=10)
+    assert not plain.use_masking
+
+
+def test_zoo_train_on_tictactoe_evaluates_with_masks(tmp_path):
+    args = ["--algo", "muzero", "--env", "sb3_frontier/TicTacToe-v0", "-f", str(tmp_path / "logs"), "--seed", "0"]
+    params = ["-params", "num_simulations:2", "n_envs:2", "learning_starts:8", "batch_size:8"]
+    result = run_cli("train", *args, "-n", "64", "--eval-freq", "32", "--eval-episodes", "4", *params, cwd=tmp_path)
+    evaluations = next((tmp_path / "logs").rglob("evaluations.npz"))
+    assert evaluations.is_file(), result.stdout[-2000:]

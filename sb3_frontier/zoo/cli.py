@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from sb3_frontier.envs import register_envs
 from sb3_frontier.zoo import config_path, register_algorithms
+from sb3_frontier.zoo.callbacks import use_mask_aware_evaluation
 
 COMMANDS = ("train", "enjoy", "record-video")
 
@@ -81,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "train":
         from rl_zoo3.train import train
 
+        if _option_value(rest, "--algo") in ours:
+            use_mask_aware_evaluation()  # the zoo's evaluation passes action masks to our algorithms
         sys.argv = [program, *with_default_config(rest, list(ours))]
         train()
     elif command == "enjoy":
