@@ -614,3 +614,40 @@ def test_play_match_counts_add_up() -> None:
     assert stubborn["illegal_moves"] == stubborn["losses"] == 6 and stubborn["second"]["games"] == 6
     with pytest.raises(ValueError, match="n_games"):
         play_match(random_agent, "random", n_games=0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Package layout
+# --------------------------------------------------------------------------------------------------------
+PACKAGE_NAMES = {
+    "game": ["N_CELLS", "WIN_LINES", "board_image", "canonical_observation", "line_winner", "render_board"],
+    "env": ["TicTacToeEnv"],
+    "solver": ["minimax_action_values", "minimax_optimal_actions", "minimax_value"],
+    "opponents": ["MinimaxOpponent", "PlayerFn", "RandomOpponent", "make_opponent", "minimax_opponent", "random_opponent"],
+    "vs_opponent": ["AgentPlays", "TicTacToeVsOpponent"],
+    "match": ["play_match"],
+}
+
+
+def test_one_module_per_idea_and_the_package_reexports_them() -> None:
+    import importlib
+
+    package = importlib.import_module("sb3_frontier.envs.tictactoe")
+    for module_name, names in PACKAGE_NAMES.items():
+        module = importlib.import_module(f"sb3_frontier.envs.tictactoe.{module_name}")
+        for name in names:
+            assert getattr(package, name) is getattr(module, name), (module_name, name)
+    assert sorted(package.__all__) == sorted(name for names in PACKAGE_NAMES.values() for name in names)
+
+
+def test_solver_memoises_pure_functions_not_module_dicts() -> None:
+    from sb3_frontier.envs.tictactoe import solver
+
+    module_dicts = [name for name, value in vars(solver).items() if isinstance(value, dict) and not name.startswith("__")]
+    assert module_dicts == []
+    solver._score.cache_clear()
+    solver._vs_random.cache_clear()
+    assert minimax_optimal_actions(ref_obs(EMPTY, 0)).tolist() == [0, 2, 6, 8]  # corners: most chances for a random player
+    # the empty board's search visits every position reachable from it once
+    assert 0 < solver._score.cache_info().currsize <= 3**9
+    assert solver._score.cache_info().misses == solver._score.cache_info().currsize
