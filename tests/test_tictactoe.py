@@ -10,8 +10,6 @@ from functools import cache
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env as gym_check_env
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_frontier.envs.tictactoe import (
@@ -250,19 +248,6 @@ def test_reset_info_and_render() -> None:
     assert TicTacToeEnv().render() is None
     with pytest.raises(ValueError, match="render_mode"):
         TicTacToeEnv(render_mode="human")
-
-
-@pytest.mark.parametrize("env_id", list(TTT_IDS))
-# SB3's checker takes any 3-d Box for an image and notes that ours is float32 and 3x3: expected, it is not one
-@pytest.mark.filterwarnings("ignore:It seems that your observation:UserWarning")
-@pytest.mark.filterwarnings("ignore:The minimal resolution for an image:UserWarning")
-def test_env_checkers(env_id: str) -> None:
-    env = gym.make(env_id)
-    gym_check_env(env.unwrapped, skip_render_check=True)
-    sb3_check_env(gym.make(env_id), warn=True)
-    obs, info = env.reset(seed=0)
-    assert obs.shape == (2, 3, 3) and obs.dtype == np.float32
-    assert info["action_mask"].shape == (9,)
 
 
 def test_sb3_contrib_reads_the_masks() -> None:
