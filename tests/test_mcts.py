@@ -833,3 +833,46 @@ def test_bad_inputs_raise() -> None:
         mcts.muzero_policy(root, _bad_output("prior_logits", lambda x: x[:, :2]), 3)
     with pytest.raises(ValueError, match="an embedding of shape"):
         mcts.muzero_policy(root, _bad_output("embedding", lambda x: np.concatenate([x, x], axis=1)), 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The search benchmark's tree shapes and models (benchmarks/bench_mcts.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_bench_tree_shape_matches_search_tree() -> None:
+    """The benchmark's depths from parent indices (used for both searches' trees) equal our tree's own depths."""
+    from benchmarks import bench_mcts
+
+    # hand-made: root 0; 1, 3 under the root; 2 under 1; node 4 never created (parent -1)
+    parents = np.array([[-1, 0, 1, 0, -1]])
+    np.testing.assert_array_equal(bench_mcts.tree_depths(parents), [[0, 1, 2, 1, 0]])
+    created = np.array([[True, True, True, True, False]])
+    shape = bench_mcts.tree_shape(parents, created, np.array([[0, 2, 1]]))
+    assert shape == {"max_depth": 2.0, "mean_depth": 4.0 / 3.0, "root_children": 2.0}
+    model = HashModel(3, 0.9)
+    out = mcts.muzero_policy(model.root(6, seed=1), model, 30, max_depth=4)
+    tree = out.tree
+    np.testing.assert_array_equal(bench_mcts.tree_depths(tree.parents), tree.depth)
+    shape = bench_mcts.tree_shape(tree.parents, tree.visits > 0, tree.child_visits[:, 0])
+    assert shape["max_depth"] == out.max_depth.mean()
+    created = tree.visits[:, 1:] > 0  # simulations stopped by the depth limit create no node
+    assert not created.all()
+    assert shape["mean_depth"] == tree.depth[:, 1:][created].mean()
+    assert shape["root_children"] == (out.visit_counts > 0).sum(axis=1).mean()
+
+
+@pytest.mark.parametrize("name", ["headline", "chain"])
+def test_bench_models_match_their_definition(name: str) -> None:
+    """The torch and jax versions of each benchmark model compute the numpy definition (float32 rounding only)."""
+    pytest.importorskip("mctx")
+    from benchmarks import bench_mcts
+
+    spec = bench_mcts.MODELS[name]
+    for num_actions in bench_mcts.NUM_ACTIONS:
+        assert bench_mcts.check_same_model(num_actions, spec) <= bench_mcts.MODEL_TOLERANCE
+    weights = bench_mcts.make_weights(18, spec)
+    embedding = bench_mcts.make_roots(8, weights, spec)["embedding"]
+    if spec.hidden == "minmax":  # the paper's scaling: every hidden state spans [0, 1]
+        np.testing.assert_array_equal(embedding.min(axis=1), 0.0)
+        np.testing.assert_array_equal(embedding.max(axis=1), 1.0)
