@@ -6,7 +6,7 @@ observation space itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -17,22 +17,40 @@ from gymnasium import spaces
 Obs: TypeAlias = "np.ndarray | dict[str, np.ndarray]"
 
 
-def obs_map(fn: Callable[[np.ndarray], Any], obs: Any) -> Any:
+def obs_map(fn: Callable[..., Any], obs: Any, *rest: Any) -> Any:
     """
-    Apply ``fn`` to the array, or to every array of a dict (keeping its keys).
+    Apply ``fn`` leaf-wise: to the array, or to every array of a (possibly nested) dict, keeping its keys; the
+    matching leaves of ``rest`` are passed along.
 
-    :param fn: function of one array
+    :param fn: function of one array (and of the matching arrays of ``rest``)
     :param obs: an array or a dict of arrays
-    :return: ``fn(obs)``, or ``{key: fn(value)}``
+    :param rest: observations of the same structure
+    :return: ``fn(obs, *rest)`` per leaf, in the structure of ``obs``
     """
-    if isinstance(obs, dict):
-        return {key: fn(value) for key, value in obs.items()}
-    return fn(obs)
+    if isinstance(obs, Mapping):
+        return {key: obs_map(fn, obs[key], *(other[key] for other in rest)) for key in obs}
+    return fn(obs, *rest)
+
+
+def obs_leaves(obs: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """
+    The ``(path, array)`` pairs of an array or a (possibly nested) dict of arrays, in key order.
+
+    :param obs: an array or a dict of arrays
+    :param prefix: path of ``obs`` itself (``"['key']"`` per level below it)
+    :return: the leaves with their paths
+    """
+    if isinstance(obs, Mapping):
+        leaves: list[tuple[str, Any]] = []
+        for key in obs:
+            leaves.extend(obs_leaves(obs[key], f"{prefix}[{key!r}]"))
+        return leaves
+    return [(prefix, obs)]
 
 
 def obs_take(obs: Obs, index: Any) -> Obs:
     """
-    Index the leading dimension(s): ``obs[index]`` for an array, per key for a dict.
+    Index the leading dimension(s): ``obs[index]`` for an array, per leaf for a dict.
 
     :param obs: ``[N, ...]`` (or a dict of such arrays)
     :param index: an int, slice or index array
@@ -43,15 +61,12 @@ def obs_take(obs: Obs, index: Any) -> Obs:
 
 def obs_stack(observations: Sequence[Obs]) -> Obs:
     """
-    Stack single observations into a batch ``[len, ...]`` (per key for dicts).
+    Stack single observations into a batch ``[len, ...]`` (per leaf for dicts).
 
     :param observations: observations of one space
     :return: the batch
     """
-    first = observations[0]
-    if isinstance(first, dict):
-        return {key: np.stack([o[key] for o in observations]) for key in first}  # type: ignore[index]
-    return np.stack(observations)  # type: ignore[arg-type]
+    return obs_map(lambda *values: np.stack(values), observations[0], *observations[1:])
 
 
 def obs_batch_size(obs: Any) -> int:
@@ -81,18 +96,17 @@ def obs_zeros(space: spaces.Space, leading: tuple[int, ...]) -> Obs:
 
 def obs_write(store: Obs, index: Any, values: Obs) -> None:
     """
-    ``store[index] = values`` for an array, per key for a dict.
+    ``store[index] = values`` for an array, per leaf for a dict.
 
     :param store: storage from :func:`obs_zeros`
     :param index: where to write (int, slice or index array)
     :param values: the observations
     """
-    if isinstance(store, dict):
-        assert isinstance(values, dict)
-        for key, value in store.items():
-            value[index] = values[key]
-    else:
-        store[index] = values
+
+    def write(target: np.ndarray, value: np.ndarray) -> None:
+        target[index] = value
+
+    obs_map(write, store, values)
 
 
 def non_finite_keys(obs: Any) -> list[str]:
@@ -115,4 +129,14 @@ def non_finite_keys(obs: Any) -> list[str]:
     return bad
 
 
-__all__ = ["Obs", "non_finite_keys", "obs_batch_size", "obs_map", "obs_stack", "obs_take", "obs_write", "obs_zeros"]
+__all__ = [
+    "Obs",
+    "non_finite_keys",
+    "obs_batch_size",
+    "obs_leaves",
+    "obs_map",
+    "obs_stack",
+    "obs_take",
+    "obs_write",
+    "obs_zeros",
+]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sb3_frontier.common.observations import Obs, obs_map
+from sb3_frontier.common.observations import Obs, obs_leaves, obs_map
 
 
 @dataclass(frozen=True)
@@ -84,19 +84,15 @@ def real_next_obs(new_obs: Obs, dones: np.ndarray, infos: Sequence[dict[str, Any
     The real next observations of a VecEnv step: ``new_obs`` with the final observation substituted where an env is
     done (its ``new_obs`` entry is already the first observation of the next episode). ``new_obs`` is not modified.
 
-    :param new_obs: observations returned by ``VecEnv.step``, ``[n_envs, ...]`` or a dict of such arrays
+    :param new_obs: observations returned by ``VecEnv.step``, ``[n_envs, ...]`` or a (nested) dict of such arrays
     :param dones: ``[n_envs]`` done flags
     :param infos: the infos of the step
     :return: a copy of ``new_obs`` holding the final observations of the done envs
     """
     out = obs_map(lambda value: np.array(value, copy=True), new_obs)
     for env in np.flatnonzero(np.asarray(dones, dtype=bool)).tolist():
-        final = final_observation(infos, env)
-        if isinstance(out, dict):
-            for key, value in out.items():
-                value[env] = final[key]
-        else:
-            out[env] = final
+        for (_, buffer), (_, leaf) in zip(obs_leaves(out), obs_leaves(final_observation(infos, env)), strict=True):
+            buffer[env] = leaf
     return out
 
 

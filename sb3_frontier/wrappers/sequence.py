@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import numpy as np
 
+from sb3_frontier.common.observations import obs_leaves, obs_map
+from sb3_frontier.common.vec_steps import real_next_obs
+
 # An observation is an array or a (possibly nested) dict of arrays, as gymnasium's Box / Dict spaces give.
 ObsTree: TypeAlias = "np.ndarray | dict[str, ObsTree]"
-
-
-def _tree_map(fn: Callable[..., np.ndarray], tree: Any, *rest: Any) -> Any:
-    """Apply ``fn`` leaf-wise to an array or a dict of arrays (and to the matching leaves of ``rest``)."""
-    if isinstance(tree, Mapping):
-        return {key: _tree_map(fn, tree[key], *(other[key] for other in rest)) for key in tree}
-    return fn(tree, *rest)
-
-
-def _tree_leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Return ``(path, leaf)`` pairs of an array or a dict of arrays, in key order."""
-    if isinstance(tree, Mapping):
-        leaves: list[tuple[str, Any]] = []
-        for key in tree:
-            leaves.extend(_tree_leaves(tree[key], f"{prefix}[{key!r}]"))
-        return leaves
-    return [(prefix, tree)]
 
 
 def _tree_structure(tree: Any) -> Any:
@@ -107,7 +93,8 @@ class SequenceStacker:
     vectorised assignment per field per :meth:`add`; Python work per call only concerns the envs that complete
     a window or end an episode.
 
-    Example with an SB3 VecEnv and sb3-contrib's ``RecurrentPPO`` (LSTM states ``(n_layers, n_envs, hidden)``)::
+    Example with an SB3 VecEnv and sb3-contrib's ``RecurrentPPO`` (LSTM states ``(n_layers, n_envs, hidden)``;
+    ``split_step`` is :func:`sb3_frontier.common.vec_steps.split_step`)::
 
         stacker = SequenceStacker(length=80, overlap=40, burn_in=40, state_env_axis=1)
         obs, episode_start = vec_env.reset(), np.ones(vec_env.num_envs, dtype=bool)
@@ -116,9 +103,9 @@ class SequenceStacker:
             state_before = tuple(s * (1.0 - episode_start)[None, :, None] for s in state)  # reset at episode starts
             actions, state = model.predict(obs, state=state, episode_start=episode_start)
             new_obs, rewards, dones, infos = vec_env.step(actions)
-            truncated = dones & np.array([info.get("TimeLimit.truncated", False) for info in infos])
+            ends = split_step(dones, infos)  # terminated / truncated / life loss
             next_obs = SequenceStacker.real_next_obs(new_obs, dones, infos)
-            for seq in stacker.add(obs, actions, rewards, dones & ~truncated, truncated, next_obs, state_before):
+            for seq in stacker.add(obs, actions, rewards, ends.terminated, ends.truncated, next_obs, state_before):
                 replay.add(seq)
             obs, episode_start = new_obs, dones
 
@@ -185,7 +172,7 @@ class SequenceStacker:
         self.n_envs = n_envs
         cap = self.capacity
         self._obs_structure = _tree_structure(observations)
-        self._obs = _tree_map(lambda x: np.zeros((n_envs, cap, *x.shape[1:]), dtype=x.dtype), observations)
+        self._obs = obs_map(lambda x: np.zeros((n_envs, cap, *x.shape[1:]), dtype=x.dtype), observations)
         self._actions = np.zeros((n_envs, cap, *actions.shape[1:]), dtype=actions.dtype)
         self._rewards = np.zeros((n_envs, cap), dtype=np.float32)
         self._terminated = np.zeros((n_envs, cap), dtype=bool)
@@ -200,7 +187,7 @@ class SequenceStacker:
 
     @staticmethod
     def _infer_n_envs(observations: Any) -> int:
-        leaves = _tree_leaves(observations)
+        leaves = obs_leaves(observations)
         if not leaves:
             raise ValueError("observations must be an array or a non-empty dict of arrays")
         shape = np.shape(leaves[0][1])
@@ -241,7 +228,7 @@ class SequenceStacker:
         for name, obs in (("observations", observations), ("next_observations", next_observations)):
             if _tree_structure(obs) != self._obs_structure:
                 raise ValueError(f"{name} do not have the structure (array / dict keys) of the first observations")
-            for (path, leaf), (_, ring) in zip(_tree_leaves(obs), _tree_leaves(self._obs), strict=True):
+            for (path, leaf), (_, ring) in zip(obs_leaves(obs), obs_leaves(self._obs), strict=True):
                 _check_shape(f"{name}{path}", np.shape(leaf), (n, *ring.shape[2:]))
         _check_shape("actions", actions.shape, (n, *self._actions.shape[2:]))
         _check_shape("rewards", rewards.shape, (n,))
@@ -313,7 +300,7 @@ class SequenceStacker:
         starting = self._episode_starting
         all_starting = bool(starting.all())
         for (_, ring), (_, leaf), (_, next_leaf) in zip(
-            _tree_leaves(self._obs), _tree_leaves(observations), _tree_leaves(next_observations), strict=True
+            obs_leaves(self._obs), obs_leaves(observations), obs_leaves(next_observations), strict=True
         ):
             if all_starting:
                 ring[:, pos] = leaf
@@ -387,23 +374,15 @@ class SequenceStacker:
     def real_next_obs(new_obs: ObsTree, dones: np.ndarray, infos: SequenceABC[dict[str, Any]]) -> ObsTree:
         """
         Return the real next observations of a VecEnv step: ``new_obs`` with ``infos[i]["terminal_observation"]``
-        substituted where ``dones[i]`` (an SB3 VecEnv has already reset those envs).
-
-        ``new_obs`` is not modified.
+        substituted where ``dones[i]`` (an SB3 VecEnv has already reset those envs); see
+        :func:`sb3_frontier.common.vec_steps.real_next_obs`. ``new_obs`` is not modified.
 
         :param new_obs: observations returned by ``VecEnv.step``, ``[n_envs, *obs_shape]`` or a dict of such arrays
         :param dones: done flags returned by ``VecEnv.step``, ``[n_envs]``
         :param infos: infos returned by ``VecEnv.step``
         :return: a copy of ``new_obs`` holding the terminal observations of the envs that are done
         """
-        out = _tree_map(lambda x: np.array(x, copy=True), new_obs)
-        for i in np.flatnonzero(np.asarray(dones, dtype=bool)).tolist():
-            if "terminal_observation" not in infos[i]:
-                raise ValueError(f"env {i} is done but infos[{i}] has no 'terminal_observation' (not an SB3 VecEnv?)")
-            terminal = infos[i]["terminal_observation"]
-            for (_, buf), (_, leaf) in zip(_tree_leaves(out), _tree_leaves(terminal), strict=True):
-                buf[i] = leaf
-        return out
+        return real_next_obs(new_obs, dones, infos)
 
     # ------------------------------------------------------------------------------------------------------------
     # Emission
@@ -442,7 +421,7 @@ class SequenceStacker:
         mask[a : a + n_valid] = True
         return Sequence(
             # The observations of the valid steps and the next observation of the last one.
-            observations=_tree_map(lambda ring: window(ring, T + 1, n_valid + 1), self._obs),
+            observations=obs_map(lambda ring: window(ring, T + 1, n_valid + 1), self._obs),
             actions=window(self._actions, T, n_valid),
             rewards=window(self._rewards, T, n_valid),
             terminated=window(self._terminated, T, n_valid),
@@ -477,7 +456,7 @@ def stack_sequences(seqs: list[Sequence]) -> dict[str, Any]:
         raise ValueError("sequences have different state arity or extras keys; stack sequences of one stacker only")
     first = seqs[0]
     return {
-        "observations": _tree_map(lambda *xs: np.stack(xs), first.observations, *(s.observations for s in seqs[1:])),
+        "observations": obs_map(lambda *xs: np.stack(xs), first.observations, *(s.observations for s in seqs[1:])),
         "actions": np.stack([s.actions for s in seqs]),
         "rewards": np.stack([s.rewards for s in seqs]),
         "terminated": np.stack([s.terminated for s in seqs]),
