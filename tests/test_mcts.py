@@ -789,6 +789,23 @@ def test_non_finite_network_outputs_raise(name: str) -> None:
         mcts.muzero_policy(root, _bad_output(name, poison), 3)
 
 
+@pytest.mark.parametrize("pb_c_init", [-1e-9, -1.25, np.nan, np.inf, -np.inf])
+def test_pb_c_init_must_be_finite_and_non_negative(pb_c_init: float) -> None:
+    """c1 < 0 would make the exploration term negative at small visit counts (pUCT assumes c1 >= 0); non-finite c1 makes
+    every score non-finite."""
+    model = HashModel(3, 1.0)
+    with pytest.raises(ValueError, match="pb_c_init must be a finite number >= 0"):
+        mcts.muzero_policy(model.root(2, 0), model, 3, pb_c_init=pb_c_init)
+    mcts.muzero_policy(model.root(2, 0), model, 3, pb_c_init=0.0)  # c1 = 0 is allowed: the log term stays >= 0
+
+
+@pytest.mark.parametrize("pb_c_base", [0.0, -1.0, np.nan, np.inf])
+def test_pb_c_base_must_be_finite_and_positive(pb_c_base: float) -> None:
+    model = HashModel(3, 1.0)
+    with pytest.raises(ValueError, match="pb_c_base must be a finite number > 0"):
+        mcts.muzero_policy(model.root(2, 0), model, 3, pb_c_base=pb_c_base)
+
+
 def test_bad_inputs_raise() -> None:
     model = HashModel(3, 1.0)
     root = model.root(2, 0)

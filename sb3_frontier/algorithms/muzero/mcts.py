@@ -539,8 +539,12 @@ def _check_inputs(
         raise ValueError(f"dirichlet_fraction must be in [0, 1], got {dirichlet_fraction}")
     if dirichlet_fraction > 0.0 and not dirichlet_alpha > 0.0:
         raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
-    if not np.isfinite(pb_c_init) or not pb_c_base > 0.0 or not np.isfinite(pb_c_base):
-        raise ValueError(f"pb_c_init must be finite and pb_c_base > 0, got {pb_c_init}, {pb_c_base}")
+    if not (np.isfinite(pb_c_init) and pb_c_init >= 0.0):
+        # c1 < 0 would make the exploration term negative at small N(s): the selection (which scores only the unvisited
+        # child of highest prior) assumes it is not, and the pseudocode's pUCT has c1 > 0.
+        raise ValueError(f"pb_c_init must be a finite number >= 0, got {pb_c_init}")
+    if not (np.isfinite(pb_c_base) and pb_c_base > 0.0):
+        raise ValueError(f"pb_c_base must be a finite number > 0, got {pb_c_base}")
     if not np.isfinite(temperature) or temperature < 0.0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     return logits, value, legal
@@ -577,8 +581,8 @@ def muzero_policy(
     :param invalid_actions: ``[B, A]`` bool, True = illegal at the root (mctx convention), or None
     :param dirichlet_alpha: root Dirichlet noise concentration (0.25 for Atari in the paper)
     :param dirichlet_fraction: root noise weight (0.25 in the paper); 0 turns noise off
-    :param pb_c_init: pUCT constant c1
-    :param pb_c_base: pUCT constant c2
+    :param pb_c_init: pUCT constant c1 (finite, >= 0)
+    :param pb_c_base: pUCT constant c2 (finite, > 0)
     :param temperature: visit-count temperature of the acting distribution; 0 = most visited action
     :param rng: random generator for the noise and the action draw (a fresh one if None)
     :param max_depth: maximum number of edges a simulation descends (None: unlimited)
