@@ -13,7 +13,8 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-#: An observation batch: one array, or a dict of arrays sharing their leading dimensions.
+#: An observation batch: one array, or a dict of arrays sharing their leading dimensions (SB3's spaces; the helpers
+#: below also take nested dicts).
 Obs: TypeAlias = "np.ndarray | dict[str, np.ndarray]"
 
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from sb3_frontier.common.observations import Obs, obs_leaves, obs_map
+
+#: An observation batch: an array or a (possibly nested) dict of arrays.
+ObsT = TypeVar("ObsT", bound="np.ndarray | dict[str, Any]")
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def final_observation(infos: Sequence[dict[str, Any]], env: int) -> Obs:
         raise ValueError(f"env {env} is done but its info has no 'terminal_observation' (not an SB3 VecEnv?)") from None
 
 
-def real_next_obs(new_obs: Obs, dones: np.ndarray, infos: Sequence[dict[str, Any]]) -> Obs:
+def real_next_obs(new_obs: ObsT, dones: np.ndarray, infos: Sequence[dict[str, Any]]) -> ObsT:
     """
     The real next observations of a VecEnv step: ``new_obs`` with the final observation substituted where an env is
     done (its ``new_obs`` entry is already the first observation of the next episode). ``new_obs`` is not modified.
