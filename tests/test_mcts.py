@@ -121,9 +121,9 @@ class TorchMLP:
 
 
 class MinMaxStats:
-    def __init__(self) -> None:
-        self.maximum = -math.inf
-        self.minimum = math.inf
+    def __init__(self, known_bounds: tuple[float, float] | None = None) -> None:
+        self.maximum = known_bounds[1] if known_bounds else -math.inf
+        self.minimum = known_bounds[0] if known_bounds else math.inf
 
     def update(self, value: float) -> None:
         self.maximum = max(self.maximum, value)
@@ -219,14 +219,19 @@ def reference_search(
     legal: np.ndarray,
     max_depth: int | None = None,
     unvisited: str = "zero",
+    known_bounds: tuple[float, float] | None = None,
+    stats_out: list[MinMaxStats] | None = None,
 ) -> tuple[np.ndarray, float, np.ndarray]:
-    """Search root ``b`` alone with per-node objects; returns visit counts [A], search value, root Q [A]."""
+    """Search root ``b`` alone with per-node objects; returns visit counts [A], search value, root Q [A] (and appends
+    the final min-max statistics to ``stats_out``)."""
     num_actions = root.prior_logits.shape[1]
     logits = [float(x) for x in np.asarray(mcts._to_numpy(root.prior_logits, "logits"))[b]]
     legal_actions = [a for a in range(num_actions) if legal[a]]
     tree_root = Node(0.0)
     expand_node(tree_root, legal_actions, logits, _scalar(_row(root.value, b)), _row(root.embedding, b))
-    stats = MinMaxStats()
+    stats = MinMaxStats(known_bounds)
+    if stats_out is not None:
+        stats_out.append(stats)
     for _ in range(num_simulations):
         node = tree_root
         search_path = [node]
@@ -267,9 +272,12 @@ def _random_invalid(rng: np.random.Generator, batch_size: int, num_actions: int)
 
 
 def _check_against_reference(model: Any, root: mcts.RootFnOutput, out: mcts.SearchOutput, sims: int, legal: np.ndarray,
-                             max_depth: int | None = None, unvisited: str = "zero") -> None:  # fmt: skip
+                             max_depth: int | None = None, unvisited: str = "zero",
+                             known_bounds: tuple[float, float] | None = None) -> None:  # fmt: skip
     for b in range(len(legal)):
-        visits, value, root_q = reference_search(model, root, b, sims, legal[b], max_depth, unvisited)
+        stats: list[MinMaxStats] = []
+        visits, value, root_q = reference_search(model, root, b, sims, legal[b], max_depth, unvisited, known_bounds, stats)
+        assert out.tree.minmax[b].tolist() == [stats[0].minimum, stats[0].maximum]
         np.testing.assert_array_equal(out.visit_counts[b], visits)
         np.testing.assert_allclose(out.search_value[b], value, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(out.root_q[b], root_q, rtol=1e-12, atol=1e-12)
@@ -310,6 +318,69 @@ def test_matches_reference_with_ties(discount: float | str, unvisited: str) -> N
         invalid = _random_invalid(rng, 4, num_actions)
         out = mcts.muzero_policy(root, model, sims, invalid_actions=invalid, dirichlet_fraction=0.0, unvisited_value=unvisited)
         _check_against_reference(model, root, out, sims, ~invalid, unvisited=unvisited)
+
+
+@pytest.mark.parametrize("unvisited", ["zero", "parent"])
+@pytest.mark.parametrize("discount", [0.9, -1.0, "mixed"])
+@pytest.mark.parametrize("known_bounds", [(-1.0, 1.0), (-0.05, 0.02), (0.0, 0.5), (-30.0, 30.0)])
+def test_known_bounds_match_reference(known_bounds: tuple[float, float], discount: float | str, unvisited: str) -> None:
+    """The pseudocode's MinMaxStats(known_bounds): statistics start at the bounds (normalisation on from the first
+    simulation) and are widened by values outside them; (-0.05, 0.02) and (0, 0.5) are narrower than the model's values
+    on one or both sides, (-30, 30) much wider (the prior term then dominates)."""
+    rng = np.random.default_rng(7)
+    for seed, (num_actions, sims) in enumerate([(2, 12), (3, 40), (7, 50)]):
+        model = HashModel(num_actions, discount)
+        root = model.root(4, seed)
+        invalid = _random_invalid(rng, 4, num_actions)
+        out = mcts.muzero_policy(
+            root, model, sims, invalid_actions=invalid, dirichlet_fraction=0.0, unvisited_value=unvisited,
+            known_bounds=known_bounds,
+        )  # fmt: skip
+        _check_against_reference(model, root, out, sims, ~invalid, unvisited=unvisited, known_bounds=known_bounds)
+        lo, hi = known_bounds
+        assert np.all(out.tree.minmax[:, 0] <= lo) and np.all(out.tree.minmax[:, 1] >= hi)
+        widened = (out.tree.minmax[:, 0] < lo) | (out.tree.minmax[:, 1] > hi)
+        # Q = r + discount V with r, V in [-1, 1): narrow bounds are always widened, (-30, 30) never
+        if hi - lo < 1.0:
+            assert widened.all()
+        elif hi - lo > 4.0:
+            assert not widened.any()
+
+
+def test_known_bounds_normalise_from_the_first_simulation() -> None:
+    """Brute force on a bandit: with bounds the root's scores are (Q - lo) / (hi - lo) + prior term from the start, so
+    an arm with a reward above the others' is revisited at once; without bounds the second simulation still sees
+    max <= min (one value) and takes the prior's choice."""
+    arm_rewards = np.array([0.2, 0.1, 0.0])
+    model = _constant_model(3, lambda d, a: arm_rewards[a] if d == 1 else 0.0, 0.0, lambda d, a: 0.0)
+    lo, hi = -1.0, 1.0
+    for sims in range(1, 8):
+        out = mcts.muzero_policy(_root(1, 3), model, sims, dirichlet_fraction=0.0, known_bounds=(lo, hi))
+        # replay the search by hand: pUCT with Q normalised by (lo, hi) widened by the Q values seen
+        visits, q_sum, q_min, q_max = np.zeros(3), np.zeros(3), lo, hi
+        for n in range(sims):
+            c = (C1 + math.log((n + C2 + 1) / C2)) * math.sqrt(n)
+            q = np.where(visits > 0, q_sum / np.maximum(visits, 1), 0.0)
+            qn = np.where(visits > 0, (q - q_min) / (q_max - q_min), 0.0)
+            a = int(np.argmax(qn + c * (1 / 3) / (1 + visits)))
+            visits[a] += 1
+            q_sum[a] += arm_rewards[a]
+            root_value = q_sum.sum() / (n + 1)
+            q_min, q_max = min(q_min, arm_rewards[a], root_value), max(q_max, arm_rewards[a], root_value)
+        np.testing.assert_array_equal(out.visit_counts[0], visits)
+        assert out.tree.minmax[0].tolist() == [lo, hi]  # every value inside the bounds
+    unbounded = mcts.muzero_policy(_root(1, 3), model, 7, dirichlet_fraction=0.0)
+    bounded = mcts.muzero_policy(_root(1, 3), model, 7, dirichlet_fraction=0.0, known_bounds=(lo, hi))
+    assert not np.array_equal(unbounded.visit_counts, bounded.visit_counts)
+
+
+@pytest.mark.parametrize(
+    "known_bounds", [(1.0, 1.0), (2.0, -2.0), (0.0, np.inf), (np.nan, 1.0), (1.0,), (0.0, 1.0, 2.0), "ab", 3.0]
+)
+def test_known_bounds_validated(known_bounds: Any) -> None:
+    model = HashModel(3, 1.0)
+    with pytest.raises(ValueError, match="known_bounds"):
+        mcts.muzero_policy(model.root(2, 0), model, 3, known_bounds=known_bounds)
 
 
 @pytest.mark.parametrize("embedding_type", ["numpy", "torch"])

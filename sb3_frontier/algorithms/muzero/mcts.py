@@ -16,6 +16,9 @@ Semantics follow the paper's pseudocode (supplementary material, ``run_mcts``):
 - ``Q(s, a) = r(s, a) + discount(s, a) V(child)`` is min-max normalised with the statistics of the root's whole
   tree, updated during backup with ``r + discount V(node)`` for every node on the path (the root counts as
   reward 0, discount 1, so its entry is ``V(root)``); normalisation is the identity while ``max <= min``.
+  ``known_bounds=(lo, hi)`` (the pseudocode's ``MinMaxStats(known_bounds)``, for games whose values are known to lie
+  in ``[lo, hi]``, e.g. ``(-1, 1)`` for board games) starts the statistics at ``min = lo``, ``max = hi`` instead of
+  empty: normalisation is then on from the first simulation, and Q values outside the bounds still widen them.
 - Backup (eq. 3-4): ``G = v(leaf)``; walking up, ``value_sum += G``, ``N += 1``, then ``G = r + discount G`` with
   the reward and discount of the edge into the node, both given by ``recurrent_fn`` (mctx's convention).
   **Two-player zero-sum games**: return ``discount = -1`` (times the game's discount) so that values flip
@@ -127,7 +130,7 @@ class SearchTree(NamedTuple):
     :param parents: parent node index, -1 for the root ``[B, N]`` int32
     :param action_from_parent: action leading into the node, -1 for the root ``[B, N]`` int32
     :param depth: number of edges from the root ``[B, N]`` int32
-    :param minmax: (minimum, maximum) of the tree's Q statistics ``[B, 2]`` float64
+    :param minmax: (minimum, maximum) of the tree's Q statistics, ``known_bounds`` included ``[B, 2]`` float64
     :param root_legal: legal root actions ``[B, A]`` bool
     :param embeddings: embedding store ``[B, N, *embedding_shape]`` (torch tensor or numpy array, as the root's)
     """
@@ -510,6 +513,19 @@ def _check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def _check_known_bounds(known_bounds: Any) -> tuple[float, float]:
+    """The initial (minimum, maximum) of the Q statistics: ``known_bounds`` checked, or (inf, -inf) (empty) if None."""
+    if known_bounds is None:
+        return math.inf, -math.inf
+    try:
+        lo, hi = (float(x) for x in known_bounds)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"known_bounds must be a pair (lo, hi) of numbers, got {known_bounds!r}") from exc
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"known_bounds must be finite with lo < hi, got {known_bounds!r}")
+    return lo, hi
+
+
 def _check_inputs(
     root: RootFnOutput,
     invalid_actions: ArrayLike | None,
@@ -564,6 +580,7 @@ def muzero_policy(
     rng: np.random.Generator | None = None,
     max_depth: int | None = None,
     unvisited_value: str = "zero",
+    known_bounds: tuple[float, float] | None = None,
     timings: SearchTimings | None = None,
 ) -> SearchOutput:
     """
@@ -590,6 +607,8 @@ def muzero_policy(
         ``"parent"`` (the parent's own value V(s), normalised like the other Q values; as mctx's default
         ``qtransform_by_parent_and_siblings`` and EfficientZero do), which keeps few-simulation searches from
         following the first visited child
+    :param known_bounds: ``(lo, hi)`` with finite ``lo < hi``: the initial minimum and maximum of the Q statistics
+        (the pseudocode's ``MinMaxStats(known_bounds)``); None: start empty (normalisation off until two values differ)
     :param timings: accumulators to add this call's timings to (None: no timing)
     :return: actions, acting weights, visit counts, search values, root Q values and the tree
     """
@@ -600,6 +619,7 @@ def muzero_policy(
     if unvisited_value not in ("zero", "parent"):
         raise ValueError(f"unvisited_value must be 'zero' or 'parent', got {unvisited_value!r}")
     unvisited_parent = unvisited_value == "parent"
+    bounds = _check_known_bounds(known_bounds)
     root_logits, root_value, legal = _check_inputs(
         root, invalid_actions, dirichlet_alpha, dirichlet_fraction, pb_c_init, pb_c_base, temperature
     )
@@ -617,8 +637,7 @@ def muzero_policy(
     node_i[..., _tree.PARENT] = -1
     node_i[..., _tree.ACTION] = -1
     minmax = np.empty((batch_size, 2), dtype=np.float64)
-    minmax[:, 0] = np.inf
-    minmax[:, 1] = -np.inf
+    minmax[:] = bounds
     edge_f[:, 0, :, _tree.PRIOR] = _root_prior(root_logits, legal, dirichlet_alpha, dirichlet_fraction, rng)
     node_f[:, 0, _tree.RAW_VALUE] = root_value
     # pUCT factors for every possible parent visit count n (eq. 2): c1 + log((n + c2 + 1) / c2) and sqrt(n).
