@@ -739,3 +739,7 @@ def muzero_policy(
         max_depth=tree.depth.max(axis=1).astype(np.int64),
         tree=tree,
     )
+
+
+# Gumbel MuZero's search, re-exported here beside muzero_policy; imported last because gumbel.py imports this module.
+from sb3_frontier.algorithms.muzero.gumbel import gumbel_muzero_policy  # noqa: E402, F401
