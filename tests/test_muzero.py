@@ -585,3 +585,25 @@ def test_load_replay_buffer_must_fit_the_model(tmp_path):
     same.load_replay_buffer(tmp_path / "replay.pkl")
     assert same.replay_buffer.n_written == model.replay_buffer.n_written
     same.learn(20, reset_num_timesteps=False)
+
+
+def test_gumbel_search_acts_by_sequential_halving_and_stores_the_improved_policy():
+    env = DummyVecEnv([lambda: CountingEnv(1)])
+    model = MuZero("MlpPolicy", env, seed=0, search="gumbel", **{**SMALL, "learning_starts": 10_000})
+    outputs = []
+    search = model.planner.search
+
+    def recording_search(*args, **kwargs):
+        out = search(*args, **kwargs)
+        outputs.append(out)
+        return out
+
+    model.planner.search = recording_search
+    model.learn(16)  # one game of 15 moves and the first move of the next
+    replay = model.replay_buffer
+    stored = replay.policies[: replay.n_written - 1]  # the final observation has no search
+    acted = replay.actions[: replay.n_written - 1]
+    np.testing.assert_array_equal(stored, np.stack([o.action_weights[0] for o in outputs[:15]]).astype(np.float32))
+    np.testing.assert_array_equal(acted, [o.action[0] for o in outputs[:15]])
+    visit_probs = np.stack([o.visit_probs[0] for o in outputs[:15]])
+    assert not np.allclose(stored, visit_probs)  # the improved policy, not the visit distribution
