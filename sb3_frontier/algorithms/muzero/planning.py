@@ -188,7 +188,7 @@ class Planner:
                 temperature=temperature,
                 rng=self.rng,
                 unvisited_value=settings.unvisited_value,
-                **({} if settings.known_bounds is None else {"known_bounds": settings.known_bounds}),
+                known_bounds=settings.known_bounds,
             )
 
     def policy_target(self, out: mcts.SearchOutput) -> np.ndarray:
