@@ -18,7 +18,15 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_frontier.policies.torsos import DownSample, ImageExtractor, ResidualBlock, conv3x3, min_max_scale, mlp
+from sb3_frontier.policies.torsos import (
+    DownSample,
+    ImageExtractor,
+    ResidualBlock,
+    conv3x3,
+    cpu_channels_last,
+    min_max_scale,
+    mlp,
+)
 from sb3_frontier.wrappers.value_transforms import CategoricalSupport, ValueRescaling
 
 SupportSpec = tuple[float, float, int]
@@ -337,11 +345,18 @@ class MuZeroCnnPolicy(MuZeroPolicy):
         return planes[:, :, None, None].expand(-1, -1, hidden.shape[2], hidden.shape[3])
 
     def representation(self, obs: PyTorchObs) -> th.Tensor:
-        features = self.extract_features(obs, self.features_extractor)
-        return min_max_scale(self.representation_net(features))
+        # Channels-last on the CPU (see cpu_channels_last); the convolutions, the hidden state and its gradient keep it.
+        # [C, H, W] frames are reordered before the float conversion and /255 (which keep the layout): a quarter of
+        # the bytes of uint8; [H, W, C] ones are channels-last once the extractor has permuted them.
+        extractor = self.features_extractor
+        if isinstance(obs, th.Tensor) and isinstance(extractor, ImageExtractor) and not extractor.channels_last:
+            obs = cpu_channels_last(obs)
+        features = self.extract_features(obs, extractor)
+        return min_max_scale(self.representation_net(cpu_channels_last(features)))
 
     def dynamics(self, hidden: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        x = th.cat([hidden, self.encode_actions(hidden, actions)], dim=1)
+        hidden = cpu_channels_last(hidden)  # the search hands over its stored states in the default layout
+        x = cpu_channels_last(th.cat([hidden, self.encode_actions(hidden, actions)], dim=1))
         x = self.dynamics_blocks(hidden + self.dynamics_in(x))
         reward = self.reward_head(self.reward_mlp(th.relu(self.reward_conv(th.relu(x))).flatten(1)))
         return min_max_scale(x), reward

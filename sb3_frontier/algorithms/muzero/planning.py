@@ -141,7 +141,7 @@ class Planner:
         :param observations: [B, *obs_shape] (or a dict), numpy or torch
         :return: [B] values
         """
-        with th.no_grad():
+        with th.inference_mode():
             _, _, value_logits = self.policy.initial_inference(self._as_tensor(observations))
             return self.policy.value_support.decode_logits(value_logits).cpu().numpy()
 
@@ -155,10 +155,12 @@ class Planner:
         :param legal: [B, A] legal actions (True = legal), or None for all legal
         :param noise: explore at the root (Dirichlet noise; Gumbel noise for ``"gumbel"``) or not (evaluation)
         :param temperature: visit-count temperature of the returned action (``"muzero"``; 0: most visited)
-        :return: the search output (action, visit counts, search values, policy target, ...)
+        :return: the search output (action, visit counts, search values, policy target, ...); its tensors (the tree's
+            embeddings) are inference tensors: the search runs under ``torch.inference_mode()``, which skips autograd's
+            bookkeeping of every small network call
         """
         settings = self.settings
-        with th.no_grad():
+        with th.inference_mode():
             hidden, policy_logits, value_logits = self.policy.initial_inference(self._as_tensor(observations))
             root = mcts.RootFnOutput(
                 prior_logits=policy_logits, value=self.policy.value_support.decode_logits(value_logits), embedding=hidden
