@@ -461,83 +461,141 @@ def test_selection_shortcut_equals_full_scan(all_legal: bool, unvisited_parent: 
 
     rng = np.random.default_rng(int(all_legal))
     batch_size, num_actions, num_nodes = 4000, 6, 40
-    edge_f = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_F))
-    edge_i = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_I), dtype=np.int32)
+    edge_shape = (batch_size, num_nodes, num_actions)
+    prior, children, visited = (
+        np.zeros(edge_shape),
+        np.full(edge_shape, _tree.UNEXPANDED, np.int32),
+        np.zeros(edge_shape, np.int32),
+    )
     node_f = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_F))
     node_i = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_I), dtype=np.int32)
     legal = np.ones((batch_size, num_actions), bool) if all_legal else rng.random((batch_size, num_actions)) < 0.8
     legal[np.arange(batch_size), rng.integers(num_actions, size=batch_size)] = True
     # few distinct values, so that scores tie often; children visited in a random order
-    edge_f[:, 0, :, _tree.PRIOR] = rng.choice([0.0, 0.1, 0.2, 0.4], size=(batch_size, num_actions))
+    prior[:, 0] = rng.choice([0.0, 0.1, 0.2, 0.4], size=(batch_size, num_actions))
     visits = rng.choice([0, 1, 2, 4], size=(batch_size, num_actions), p=[0.4, 0.2, 0.2, 0.2]) * legal
-    edge_i[:, 0, :, _tree.CHILD_VISITS] = visits
-    edge_i[:, 0, :, _tree.CHILD] = np.where(visits > 0, 1, _tree.UNEXPANDED)
-    edge_f[:, 0, :, _tree.Q] = np.where(visits > 0, rng.choice([-0.5, 0.0, 0.5, 1.0], size=visits.shape), 0.0)
+    q = rng.choice([-0.5, 0.0, 0.5, 1.0], size=visits.shape)
     for b in range(batch_size):
-        order = rng.permutation(np.flatnonzero(visits[b] > 0))
-        edge_i[b, 0, : len(order), _tree.VISITED] = order
-        node_i[b, 0, _tree.NUM_VISITED] = len(order)
+        for j, a in enumerate(rng.permutation(np.flatnonzero(visits[b] > 0))):
+            child = j + 1
+            children[b, 0, a], visited[b, 0, j] = child, child
+            node_i[b, child, [_tree.VISITS, _tree.ACTION]] = visits[b, a], a
+            node_f[b, child, [_tree.EDGE_Q, _tree.EDGE_PRIOR]] = q[b, a], prior[b, 0, a]
+        node_i[b, 0, _tree.NUM_VISITED] = (visits[b] > 0).sum()
+        _tree._top_two(b, 0, prior, children, legal, node_f, node_i)
     node_i[:, 0, _tree.VISITS] = visits.sum(axis=1)
-    node_f[:, 0, _tree.VALUE_SUM] = rng.choice([-1.0, 0.0, 0.5, 2.0], size=batch_size) * node_i[:, 0, _tree.VISITS]
-    node_f[:, 0, _tree.RAW_VALUE] = rng.choice([-0.5, 0.0, 1.0], size=batch_size)
+    node_f[:, 0, _tree.OWN_VALUE] = rng.choice([-0.5, 0.0, 1.0], size=batch_size)
     minmax = np.where(rng.random((batch_size, 1)) < 0.7, [[-0.5, 1.0]], [[0.5, 0.5]])
-    tables = np.array([[math.log((n + C2 + 1) / C2) + C1 for n in range(num_nodes)], [math.sqrt(n) for n in range(num_nodes)]])
+    puct = np.empty((num_nodes, num_nodes))
+    _tree._puct_factors(C1, C2, puct)
     sim_index = np.zeros((4, 1, batch_size), dtype=np.int64)
     path = np.zeros((batch_size, num_nodes), dtype=np.int64)
     no_embedding = np.zeros((batch_size, num_nodes, 0), dtype=np.float32)
     _tree.select_leaves(
-        edge_f, edge_i, node_f, node_i, minmax, legal, tables, 1, unvisited_parent, 0, sim_index, path, no_embedding,
-        no_embedding[:, 0],
+        prior, children, node_f, node_i, visited, minmax, legal, puct, 1, unvisited_parent, 0, sim_index, path,
+        no_embedding, no_embedding[:, 0],
     )  # fmt: skip
     scores = np.empty(num_actions)
-    full = [
-        _tree._puct_scan(b, 0, edge_f, edge_i, node_f, node_i, minmax, legal, tables, unvisited_parent, scores)
-        for b in range(batch_size)
-    ]
-    np.testing.assert_array_equal(sim_index[1, 0], full)
+    full = []
+    for b in range(batch_size):
+        shift, scale = _tree._q_normalisation(minmax[b, 0], minmax[b, 1])
+        unvisited_score = (node_f[b, 0, _tree.OWN_VALUE] - shift) / scale if unvisited_parent else 0.0
+        full.append(_tree._puct_scan(b, 0, prior, node_f, node_i, visited, legal, puct, shift, scale, unvisited_score, scores))
+    np.testing.assert_array_equal(sim_index[_tree.SIM_ACTION, 0], full)
     assert np.all(legal[np.arange(batch_size), full])
     # the shortcut was taken for most roots (no tie with another unvisited child)
-    c = tables[0, node_i[:, 0, _tree.VISITS]] * tables[1, node_i[:, 0, _tree.VISITS]]
+    c = puct[node_i[:, 0, _tree.VISITS], 0]
     best = node_i[:, 0, _tree.BEST_UNVISITED]
-    best_prior = edge_f[np.arange(batch_size), 0, np.maximum(best, 0), _tree.PRIOR]
+    best_prior = prior[np.arange(batch_size), 0, np.maximum(best, 0)]
     with np.errstate(invalid="ignore"):  # 0 * -inf where c = 0
         assert np.mean((best < 0) | (c * node_f[:, 0, _tree.SECOND_PRIOR] != c * best_prior)) > 0.3
 
 
+def test_puct_factors_follow_the_pseudocode() -> None:
+    """The pUCT table holds (c1 + log((n + c2 + 1) / c2)) * (sqrt(n) / (m + 1)) in the pseudocode's order of operations,
+    so that table * prior is bitwise the pseudocode's prior score."""
+    from sb3_frontier.algorithms.muzero import _tree
+
+    puct = np.empty((30, 30))
+    _tree._puct_factors(C1, C2, puct)
+    for n in range(30):
+        for m in range(30):
+            pb_c = math.log((n + C2 + 1) / C2) + C1
+            pb_c *= math.sqrt(n) / (m + 1)
+            assert puct[n, m] == pb_c
+
+
 @pytest.mark.parametrize("num_actions", [1, 2, 5, 18])
-def test_expansion_caches_best_unvisited_as_rescan_does(num_actions: int) -> None:
-    """A new node's BEST_UNVISITED and SECOND_PRIOR, taken from its logits while expanding, equal what scanning its
-    children gives (ties included: logits drawn from few values)."""
+def test_best_unvisited_cache_matches_brute_force(num_actions: int) -> None:
+    """``_top_two`` (integer keys from the priors' bits) against numpy: the unvisited child of highest prior (lowest
+    index on ties, legal only at the root) and the second-highest unvisited prior (an equal one counts; -inf if none)."""
     from sb3_frontier.algorithms.muzero import _tree
 
     rng = np.random.default_rng(num_actions)
     batch_size, num_nodes = 3000, 3
-    edge_f = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_F))
-    edge_i = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_I), dtype=np.int32)
-    edge_i[..., _tree.CHILD] = _tree.UNEXPANDED
+    prior = rng.choice([0.0, 1e-300, 0.1, 0.25, 0.5, 1.0], size=(batch_size, num_nodes, num_actions))
+    children = np.where(rng.random(prior.shape) < 0.4, 1, _tree.UNEXPANDED).astype(np.int32)
+    legal = rng.random((batch_size, num_actions)) < 0.7
     node_f = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_F))
     node_i = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_I), dtype=np.int32)
-    sim_index = np.zeros((4, 1, batch_size), dtype=np.int64)
-    sim_index[1, 0] = rng.integers(num_actions, size=batch_size)  # the action from the root
-    sim_index[2, 0] = 1  # every tree creates node 1
-    logits = rng.choice([-3.0, -1.0, 0.0, 0.5, 1e-30], size=(batch_size, num_actions)).astype(np.float32)
-    zeros = np.zeros(batch_size, dtype=np.float32)
-    no_embedding = np.zeros((batch_size, num_nodes, 0), dtype=np.float32)
-    rescan = np.full((batch_size, 1), -1, dtype=np.int64)
-    _tree._expand(
-        edge_f, edge_i, node_f, node_i, 0, sim_index, logits, zeros, zeros, zeros, no_embedding[:, 0], no_embedding,
-        rescan,
-    )  # fmt: skip
-    np.testing.assert_array_equal(rescan[:, 0], 0)  # the root's unvisited children changed
-    np.testing.assert_allclose(edge_f[:, 1, :, _tree.PRIOR].sum(axis=1), 1.0)
-    cached_best = node_i[:, 1, _tree.BEST_UNVISITED].copy()
-    cached_second = node_f[:, 1, _tree.SECOND_PRIOR].copy()
-    legal = np.ones((batch_size, num_actions), bool)
-    _tree._rescan_unvisited(np.ones((batch_size, 1), dtype=np.int64), edge_f, edge_i, node_f, node_i, legal)
-    np.testing.assert_array_equal(cached_best, node_i[:, 1, _tree.BEST_UNVISITED])
-    np.testing.assert_array_equal(cached_second, node_f[:, 1, _tree.SECOND_PRIOR])
-    if num_actions > 1:
-        assert np.mean(cached_second == edge_f[np.arange(batch_size), 1, cached_best, _tree.PRIOR]) > 0.1  # ties
+    for b in range(batch_size):
+        for node in range(num_nodes):
+            _tree._top_two(b, node, prior, children, legal, node_f, node_i)
+    unvisited = children == _tree.UNEXPANDED
+    unvisited[:, 0] &= legal  # the root's illegal children are never candidates
+    masked = np.where(unvisited, prior, -np.inf)
+    best = np.where(unvisited.any(axis=2), masked.argmax(axis=2), -1)  # argmax: the first of equal maxima
+    np.testing.assert_array_equal(node_i[..., _tree.BEST_UNVISITED], best)
+    others = masked.copy()
+    b_idx, n_idx = np.nonzero(best >= 0)
+    others[b_idx, n_idx, best[b_idx, n_idx]] = -np.inf
+    np.testing.assert_array_equal(node_f[..., _tree.SECOND_PRIOR], others.max(axis=2))
+    assert np.mean(node_f[..., _tree.SECOND_PRIOR] == masked.max(axis=2)) > 0.2  # ties were exercised
+
+
+def test_nodes_never_created_keep_their_initial_values() -> None:
+    """A simulation stopped by the depth limit creates no node: that node's entries are the tree's initial values."""
+    model = HashModel(2, 0.9)
+    out = mcts.muzero_policy(model.root(3, seed=1), model, 20, max_depth=2, dirichlet_fraction=0.0)
+    tree = out.tree
+    missing = tree.visits == 0
+    missing[:, 0] = False
+    assert missing.sum() > 10  # 2 actions, depth 2: at most 6 nodes besides the root
+    np.testing.assert_array_equal(tree.parents[missing], -1)
+    np.testing.assert_array_equal(tree.action_from_parent[missing], -1)
+    np.testing.assert_array_equal(tree.depth[missing], 0)
+    np.testing.assert_array_equal(tree.discount[missing], 1.0)
+    for field in (tree.value_sum, tree.reward, tree.raw_value, tree.prior, tree.child_q, tree.child_visits):
+        np.testing.assert_array_equal(field[missing], 0)
+    np.testing.assert_array_equal(tree.children[missing], -1)
+    # created nodes: edge statistics are those of the child nodes
+    for b in range(3):
+        for node in np.flatnonzero(~missing[b])[1:]:
+            parent, action = tree.parents[b, node], tree.action_from_parent[b, node]
+            assert tree.child_visits[b, parent, action] == tree.visits[b, node]
+            q = tree.reward[b, node] + tree.discount[b, node] * tree.value_sum[b, node] / tree.visits[b, node]
+            assert tree.child_q[b, parent, action] == q
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.3, 1.0, 2.5])
+def test_search_read_out_matches_select_action(temperature: float) -> None:
+    """The search's compiled read-out gives the acting weights of ``temperature_weights`` and the action that
+    ``select_action`` draws from the same random numbers (temperature 0: the most visited action, ties by prior)."""
+    model = HashModel(4, "mixed", quantized=True)
+    root = model.root(500, seed=3)
+    invalid = _random_invalid(np.random.default_rng(5), 500, 4)
+    out = mcts.muzero_policy(root, model, 9, invalid_actions=invalid, temperature=temperature, rng=np.random.default_rng(1))
+    weights = mcts.temperature_weights(out.visit_counts, temperature, invalid, out.root_prior)
+    # float64 log/exp and sums of <= 4 terms in another order: a few roundings of numbers <= 1
+    np.testing.assert_allclose(out.action_weights, weights, rtol=0.0, atol=_rounding_tolerance(EPS64, 1.0, 8))
+    np.testing.assert_array_equal(out.visit_probs, out.visit_counts / 9)
+    # replay the search's draws: the Dirichlet noise's Gamma draws, then the action's uniform draws
+    rng = np.random.default_rng(1)
+    rng.standard_gamma(0.25, size=(500, 4))
+    expected = mcts.select_action(out.visit_counts, temperature, rng, invalid_actions=invalid, prior=out.root_prior)
+    np.testing.assert_array_equal(out.action, expected)
+    if temperature == 0.0:
+        np.testing.assert_array_equal(out.action_weights, np.eye(4)[expected])
 
 
 @pytest.mark.parametrize("max_depth", [1, 2, 3])

@@ -1,19 +1,32 @@
-"""Compiled kernels of the batched MuZero search: selection, expansion and backup on fixed-shape arrays.
+"""Compiled kernels of the batched MuZero search: set-up, selection, expansion, backup and read-out on fixed-shape arrays.
 
-The search tree of ``B`` roots lives in four packed numpy arrays, ``N = num_simulations + 1`` nodes per root; node 0
-is the root and the node created by simulation ``s`` has index ``s + 1``. Fields of one node (or one edge) sit side by
-side in memory, so that a step of the descent or of the backup touches few cache lines:
+The search tree of ``B`` roots lives in numpy arrays of ``N = num_simulations + 1`` nodes per root; node 0 is the root
+and the node created by simulation ``s`` has index ``s + 1``.
 
-- ``edge_f [B, N, A, 2]`` float64: ``PRIOR`` P(s, a) and ``Q`` Q(s, a) = r + discount V(child) of visited children;
-- ``edge_i [B, N, A, 3]`` int32: ``CHILD`` (child node index or :data:`UNEXPANDED`), ``CHILD_VISITS`` N(s, a), and
-  ``VISITED`` (slot ``j < NUM_VISITED`` holds the ``j``-th child action visited, in order of first visit);
-- ``node_f [B, N, 5]`` float64: ``VALUE_SUM`` (sum of backed-up returns), ``REWARD`` and ``DISCOUNT`` of the edge into
-  the node (root: 0 and 1), ``RAW_VALUE`` (the network's value of the node), ``SECOND_PRIOR`` (see below);
-- ``node_i [B, N, 6]`` int32: ``VISITS`` N(s), ``PARENT``, ``ACTION`` (from the parent), ``DEPTH``, ``NUM_VISITED``,
-  ``BEST_UNVISITED`` (see below).
+Per edge (the :class:`~sb3_frontier.algorithms.muzero.mcts.SearchTree` fields, contiguous ``[B, N, A]`` arrays):
 
-Per root: ``minmax [B, 2]`` = (minimum, maximum) of the tree's Q statistics; ``root_legal [B, A]``. ``tables [2, N]``
-holds ``c1 + log((n + c2 + 1) / c2)`` and ``sqrt(n)`` for every possible visit count ``n`` (eq. 2's factors).
+- ``prior`` float64 P(s, a); ``children`` int32, the child node or :data:`UNEXPANDED` (kept up to date);
+- ``child_visits`` int32 N(s, a) and ``child_q`` float64 Q(s, a) = r + discount V(child) of visited children: zero
+  while the search runs, written by :func:`finish` from the child nodes (the search itself reads them there).
+
+Per node (packed: the fields of one node side by side, so that a step of the descent or of the backup touches few
+cache lines):
+
+- ``node_f [B, N, 8]`` float64: ``VALUE_SUM`` (sum of backed-up returns), ``REWARD`` and ``DISCOUNT`` of the edge into
+  the node (root: 0 and 1), ``RAW_VALUE`` (the network's value of the node), ``SECOND_PRIOR`` (see below), ``EDGE_Q``
+  and ``EDGE_PRIOR`` (Q and P of the edge into the node, as the parent's selection reads them), ``OWN_VALUE`` (V(s),
+  the mean backed-up return, or the network's value before the first backup);
+- ``node_i [B, N, 8]`` int32: ``VISITS`` N(s), ``PARENT``, ``ACTION`` (from the parent), ``DEPTH``, ``NUM_VISITED``,
+  ``BEST_UNVISITED`` (see below);
+- ``visited [B, N, A]`` int32: slot ``j < NUM_VISITED`` holds the ``j``-th child node visited, in order of first visit.
+
+Per root: ``minmax [B, 2]`` = (minimum, maximum) of the tree's Q statistics; ``root_legal [B, A]``. ``puct [N, N]``
+holds pUCT's exploration factor ``(c1 + log((n + c2 + 1) / c2)) sqrt(n) / (1 + m)`` for every parent visit count ``n``
+and child visit count ``m`` (eq. 2), so that scoring a child takes one multiplication (and no division).
+
+Nothing is initialised before it is used: :func:`init_tree` writes the root, the expansion writes a new node and its
+edges, and :func:`finish` gives the nodes a depth-limited search never created their initial values (visits 0,
+parent -1, prior 0, ...).
 
 Selection only scores the visited children and the unvisited child of highest prior (``BEST_UNVISITED``, lowest index
 among equal priors): every unvisited child scores ``c P(s, a)`` with the same ``c >= 0``, so no other unvisited child
@@ -21,30 +34,58 @@ can score more. When another unvisited child could score the same (``c * SECOND_
 e.g. equal priors, or ``c = 0`` at the root's first simulation) the node is scored in full (:func:`_puct_scan`), so the
 choice is always the maximal pUCT score with ties to the lowest action index, exactly as scoring every child.
 
-Embeddings: ``store [B, N, E]`` (every node's embedding flattened to ``E`` numbers), ``gather [B, E]`` (where the
-selection kernel copies the parent embeddings the network needs next).
+A simulation is one kernel call (:func:`step`): one pass over the roots for the expansion of each one's new node and
+the backup of its path, then :func:`select_leaves`, one root at a time, each descent whole (its tree stays in the
+cache).
 
-The per-root, per-level work is written out inside the kernels' loops rather than in helper functions: numba
-reference-counts the arrays passed to a helper at every call, which cost several times the work itself here.
+Embeddings: ``store [B, N, E]`` (every node's embedding flattened to ``E`` numbers), ``gather [B, E]`` (where the
+selection copies the parent embeddings the network needs next).
+
+The per-root work is written out inside the kernels' loops: numba reference-counts the arrays passed to a called
+function at every call (also, it turned out, to most ``inline="always"`` ones), which costs more than the work of a
+tree level. The exceptions are small: :func:`_top_two` (inlined without that cost), :func:`_puct_scan` (called on ties
+only) and one call of :func:`select_leaves` per simulation.
 """
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 #: Children index of an edge whose child node has not been expanded yet.
 UNEXPANDED = -1
 
-#: Error codes of :func:`expand_backup_select` (0: fine), naming the network output that was not finite.
+#: Error codes of :func:`step` (0: fine), naming the network output that was not finite.
 OUTPUT_NAMES = ("", "prior_logits", "value", "reward", "discount")
 
-# Field indices of the packed arrays (see the module docstring).
-PRIOR, Q = 0, 1  # edge_f
-CHILD, CHILD_VISITS, VISITED = 0, 1, 2  # edge_i
-VALUE_SUM, REWARD, DISCOUNT, RAW_VALUE, SECOND_PRIOR = 0, 1, 2, 3, 4  # node_f
+# Field indices of the packed node arrays (see the module docstring).
+VALUE_SUM, REWARD, DISCOUNT, RAW_VALUE, SECOND_PRIOR, EDGE_Q, EDGE_PRIOR, OWN_VALUE = 0, 1, 2, 3, 4, 5, 6, 7  # node_f
 VISITS, PARENT, ACTION, DEPTH, NUM_VISITED, BEST_UNVISITED = 0, 1, 2, 3, 4, 5  # node_i
-NUM_EDGE_F, NUM_EDGE_I, NUM_NODE_F, NUM_NODE_I = 2, 3, 5, 6
+NUM_NODE_F, NUM_NODE_I = 8, 8
+
+# Rows of the per-simulation indices ``sim_index [4, S, B]``.
+SIM_PARENT, SIM_ACTION, SIM_LEAF, SIM_DEPTH = 0, 1, 2, 3
+
+
+def _bitcast(from_type: Any, to_type: Any) -> Any:
+    """A numba intrinsic that reads the bits of a ``from_type`` scalar as a ``to_type`` one (LLVM's ``bitcast``)."""
+
+    def typer(typingctx: Any, x: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.bitcast(args[0], context.get_value_type(to_type))
+
+        return to_type(from_type), codegen
+
+    return intrinsic(typer)
+
+
+#: The IEEE 754 bit pattern of a float64 as an int64: ordered as the floats, for floats >= 0.
+_bits_from_float = _bitcast(types.float64, types.int64)
+#: The float64 of an IEEE 754 bit pattern.
+_float_from_bits = _bitcast(types.int64, types.float64)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -57,103 +98,211 @@ def _q_normalisation(q_min: float, q_max: float) -> tuple[float, float]:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _own_value(value_sum: float, visits: int, raw_value: float) -> float:
-    """A node's value V(s): its mean backed-up return, or the network's value before its first backup."""
-    return value_sum / visits if visits > 0 else raw_value
+def _puct_factors(pb_c_init: float, pb_c_base: float, puct: np.ndarray) -> None:  # puct: [N, N] float64
+    """pUCT's exploration factor (eq. 2) ``(c1 + log((N(s) + c2 + 1) / c2)) sqrt(N(s)) / (1 + N(s, a))`` for every
+    parent visit count ``N(s)`` and child visit count ``N(s, a)``, in the pseudocode's order of operations (the
+    exploration term is this times ``P(s, a)``)."""
+    num_nodes = puct.shape[0]
+    for n_parent in range(num_nodes):
+        pb_c = math.log((n_parent + pb_c_base + 1) / pb_c_base) + pb_c_init
+        sqrt_parent = math.sqrt(n_parent)
+        for n_child in range(num_nodes):
+            puct[n_parent, n_child] = pb_c * (sqrt_parent / (n_child + 1))
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _prior_score(pb_c_log: float, sqrt_parent: float, n_child: int, prior: float) -> float:
-    """pUCT's exploration term (eq. 2): ``P(s, a) sqrt(N(s)) / (1 + N(s, a)) (c1 + log((N(s) + c2 + 1) / c2))``.
-    Every caller goes through here, so that equal inputs give bitwise equal scores."""
-    return pb_c_log * (sqrt_parent / (n_child + 1)) * prior
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _top_two(
+    b: int,
+    node: int,
+    prior: np.ndarray,  # [B, N, A] float64
+    children: np.ndarray,  # [B, N, A] int32
+    root_legal: np.ndarray,  # [B, A] bool
+    node_f: np.ndarray,  # [B, N, 8] float64
+    node_i: np.ndarray,  # [B, N, 8] int32
+) -> None:
+    """Cache a node's unvisited child of highest prior (lowest index on ties; at the root legal children only) as
+    ``BEST_UNVISITED`` (-1 if none) and the second-highest unvisited prior (an equal one counts) as ``SECOND_PRIOR``.
+
+    Three passes over the children (the maximum, its first index, the maximum of the others) on integer keys."""
+    num_actions = prior.shape[2]
+    interior = node != 0
+    # Keys: a prior's bit pattern (ordered as the prior, priors being >= 0), -1 for visited or illegal children.
+    # Integer maxima have no NaN rules, so these loops vectorise.
+    best_key = -1
+    for a in range(num_actions):
+        unvisited = (children[b, node, a] == UNEXPANDED) & (interior | root_legal[b, a])
+        best_key = max(best_key, _bits_from_float(prior[b, node, a]) if unvisited else -1)
+    best = -1
+    if best_key >= 0:
+        for a in range(num_actions):
+            if (children[b, node, a] == UNEXPANDED) and _bits_from_float(prior[b, node, a]) == best_key:
+                if interior or root_legal[b, a]:
+                    best = a
+                    break
+    second_key = -1
+    for a in range(num_actions):
+        unvisited = (children[b, node, a] == UNEXPANDED) & (interior | root_legal[b, a]) & (a != best)
+        second_key = max(second_key, _bits_from_float(prior[b, node, a]) if unvisited else -1)
+    p_second = _float_from_bits(second_key) if second_key >= 0 else -np.inf
+    node_i[b, node, BEST_UNVISITED] = best
+    node_f[b, node, SECOND_PRIOR] = p_second
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _puct_scan(
     b: int,
     node: int,
-    edge_f: np.ndarray,  # [B, N, A, 2] float64
-    edge_i: np.ndarray,  # [B, N, A, 3] int32
-    node_f: np.ndarray,  # [B, N, 5] float64
-    node_i: np.ndarray,  # [B, N, 6] int32
-    minmax: np.ndarray,  # [B, 2] float64
+    prior: np.ndarray,  # [B, N, A] float64
+    node_f: np.ndarray,  # [B, N, 8] float64
+    node_i: np.ndarray,  # [B, N, 8] int32
+    visited: np.ndarray,  # [B, N, A] int32
     root_legal: np.ndarray,  # [B, A] bool
-    tables: np.ndarray,  # [2, N] float64
-    unvisited_parent: bool,
+    puct: np.ndarray,  # [N, N] float64
+    shift: float,
+    scale: float,
+    unvisited_score: float,
     scores: np.ndarray,  # [A] float64, scratch
 ) -> int:
     """
     Score every child of a node by pUCT and return the best action (MuZero, Appendix B, eq. 2).
 
     score(s, a) = Qnorm(s, a) + P(s, a) * sqrt(N(s)) / (1 + N(s, a)) * (c1 + log((N(s) + c2 + 1) / c2)), with
-    Q(s, a) min-max normalised over the root's tree (identity while max <= min); an unvisited child's Q is 0, or,
-    with ``unvisited_parent``, the node's own value V(s) (normalised the same way). Ties go to the lowest action
-    index; at the root (``node == 0``) only legal actions count.
+    Q(s, a) min-max normalised over the root's tree (``(q - shift) / scale``); an unvisited child's normalised Q is
+    ``unvisited_score``. Ties go to the lowest action index; at the root (``node == 0``) only legal actions count.
     """
+    num_actions = prior.shape[2]
     n_parent = node_i[b, node, VISITS]
-    pb_c_log = tables[0, n_parent]
-    sqrt_parent = tables[1, n_parent]
-    shift, scale = _q_normalisation(minmax[b, 0], minmax[b, 1])
-    unvisited_score = 0.0
-    if unvisited_parent:
-        own = _own_value(node_f[b, node, VALUE_SUM], n_parent, node_f[b, node, RAW_VALUE])
-        unvisited_score = (own - shift) / scale
-    num_actions = edge_f.shape[2]
-    for a in range(num_actions):  # no branch and no loop-carried state: vectorisable
-        n_child = edge_i[b, node, a, CHILD_VISITS]
-        prior_score = _prior_score(pb_c_log, sqrt_parent, n_child, edge_f[b, node, a, PRIOR])
-        value_score = (edge_f[b, node, a, Q] - shift) / scale
-        scores[a] = prior_score + (value_score if n_child > 0 else unvisited_score)
+    for a in range(num_actions):
+        scores[a] = puct[n_parent, 0] * prior[b, node, a] + unvisited_score
+    for j in range(node_i[b, node, NUM_VISITED]):
+        child = visited[b, node, j]
+        prior_score = puct[n_parent, node_i[b, child, VISITS]] * node_f[b, child, EDGE_PRIOR]
+        scores[node_i[b, child, ACTION]] = prior_score + (node_f[b, child, EDGE_Q] - shift) / scale
     if node == 0:
         for a in range(num_actions):
             if not root_legal[b, a]:
                 scores[a] = -np.inf
-    best_score = scores[0]
     best_action = 0
     for a in range(1, num_actions):
-        if scores[a] > best_score:
-            best_score = scores[a]
+        if scores[a] > scores[best_action]:
             best_action = a
     return best_action
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _keep_top_two(action: int, prior: float, best: int, p_best: float, p_second: float) -> tuple[int, float, float]:
-    """Fold ``(action, prior)`` into a running (best action, its prior, second-highest prior), the actions coming in
-    increasing order: a prior must be strictly higher to win, so ties keep the lowest action index."""
-    if prior > p_best:
-        return action, prior, p_best
-    if prior > p_second:
-        return best, p_best, prior
-    return best, p_best, p_second
+def select_leaves(
+    prior: np.ndarray,  # [B, N, A] float64
+    children: np.ndarray,  # [B, N, A] int32
+    node_f: np.ndarray,  # [B, N, 8] float64
+    node_i: np.ndarray,  # [B, N, 8] int32
+    visited: np.ndarray,  # [B, N, A] int32
+    minmax: np.ndarray,  # [B, 2] float64
+    root_legal: np.ndarray,  # [B, A] bool
+    puct: np.ndarray,  # [N, N] float64
+    max_depth: int,
+    unvisited_parent: bool,
+    sim: int,
+    sim_index: np.ndarray,  # [4, S, B] int64
+    path: np.ndarray,  # [B, N] int64
+    store: np.ndarray,  # [B, N, E]
+    gather: np.ndarray,  # [B, E]
+) -> None:
+    """
+    Descend every root's tree by pUCT (eq. 2) to an unexpanded edge (or ``max_depth`` edges) for simulation ``sim``.
+
+    Writes, per root, the parent node, the action taken from it, the node the simulation evaluates (``sim + 1`` for a
+    new node, or the existing child when the depth limit stopped the descent) and its depth into ``sim_index[:, sim]``,
+    the nodes on the way into ``path[b, :depth + 1]`` (for the backup), and copies the parent's embedding into
+    ``gather``. One root at a time, the whole descent (its tree stays in the cache).
+    """
+    batch_size, _, num_actions = prior.shape
+    scores = np.empty(num_actions)
+    for b in range(batch_size):
+        shift, scale = _q_normalisation(minmax[b, 0], minmax[b, 1])
+        node = 0
+        depth = 0
+        path[b, 0] = 0
+        while True:
+            depth += 1
+            # pUCT's exploration factors at this node's visit count (eq. 2): puct[n_parent, n_child].
+            n_parent = node_i[b, node, VISITS]
+            # The unvisited child of highest prior: every unvisited child scores c * P(s, a) + u, the same c >= 0 and
+            # u for all (u: 0, or the node's own normalised value with `unvisited_parent`).
+            unvisited_score = 0.0
+            if unvisited_parent:
+                unvisited_score = (node_f[b, node, OWN_VALUE] - shift) / scale
+            best_score = -np.inf
+            action = num_actions
+            child = UNEXPANDED
+            unvisited = node_i[b, node, BEST_UNVISITED]
+            full_scan = False
+            if unvisited >= 0:
+                prior_score = puct[n_parent, 0] * prior[b, node, unvisited]
+                best_score = prior_score + unvisited_score
+                action = unvisited
+                # another unvisited child may tie: score every child
+                full_scan = puct[n_parent, 0] * node_f[b, node, SECOND_PRIOR] == prior_score
+            if full_scan:
+                action = _puct_scan(
+                    b, node, prior, node_f, node_i, visited, root_legal, puct, shift, scale, unvisited_score, scores
+                )
+                child = children[b, node, action]
+            else:
+                # The visited children, in order of first visit; ties go to the lowest action index.
+                for j in range(node_i[b, node, NUM_VISITED]):
+                    c = visited[b, node, j]
+                    prior_score = puct[n_parent, node_i[b, c, VISITS]] * node_f[b, c, EDGE_PRIOR]
+                    score = prior_score + (node_f[b, c, EDGE_Q] - shift) / scale
+                    a = node_i[b, c, ACTION]
+                    if score > best_score or (score == best_score and a < action):
+                        best_score = score
+                        action = a
+                        child = c
+            if child == UNEXPANDED or depth >= max_depth:
+                break
+            node = child
+            path[b, depth] = child
+        leaf = sim + 1 if child == UNEXPANDED else child
+        path[b, depth] = leaf
+        sim_index[SIM_PARENT, sim, b] = node
+        sim_index[SIM_ACTION, sim, b] = action
+        sim_index[SIM_LEAF, sim, b] = leaf
+        sim_index[SIM_DEPTH, sim, b] = depth
+        for e in range(gather.shape[1]):
+            gather[b, e] = store[b, node, e]
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _rescan_unvisited(
-    nodes: np.ndarray,  # [B, K] int64, -1 = none
-    edge_f: np.ndarray,  # [B, N, A, 2] float64
-    edge_i: np.ndarray,  # [B, N, A, 3] int32
-    node_f: np.ndarray,  # [B, N, 5] float64
-    node_i: np.ndarray,  # [B, N, 6] int32
-    root_legal: np.ndarray,  # [B, A] bool
-) -> None:
-    """For nodes ``nodes[b, k]`` of tree ``b``: cache the unvisited child of highest prior (lowest index on ties; at
-    the root legal children only) as ``BEST_UNVISITED`` and the second-highest unvisited prior as ``SECOND_PRIOR``."""
-    for b in range(nodes.shape[0]):
-        for k in range(nodes.shape[1]):
-            node = nodes[b, k]
-            if node < 0:
-                continue
-            best = -1
-            p_best = -np.inf
-            p_second = -np.inf
-            for a in range(edge_f.shape[2]):
-                if edge_i[b, node, a, CHILD] != UNEXPANDED or (node == 0 and not root_legal[b, a]):
-                    continue
-                best, p_best, p_second = _keep_top_two(a, edge_f[b, node, a, PRIOR], best, p_best, p_second)
-            node_i[b, node, BEST_UNVISITED] = best
-            node_f[b, node, SECOND_PRIOR] = p_second
+def _non_finite_output(
+    net_logits: np.ndarray,  # [B, A]
+    net_value: np.ndarray,  # [B]
+    net_reward: np.ndarray,  # [B]
+    net_discount: np.ndarray,  # [B]
+) -> int:
+    """Index in :data:`OUTPUT_NAMES` of the first network output holding a non-finite number, 0 if none.
+
+    ``x - x`` is 0 for finite ``x`` and NaN otherwise: one branch-free AND over each output (which vectorises)."""
+    batch_size, num_actions = net_logits.shape
+    finite = True
+    for b in range(batch_size):
+        for a in range(num_actions):
+            x = float(net_logits[b, a])
+            finite &= x - x == 0.0
+    if not finite:
+        return 1
+    value_finite = reward_finite = discount_finite = True
+    for b in range(batch_size):
+        value, reward, discount = float(net_value[b]), float(net_reward[b]), float(net_discount[b])
+        value_finite &= value - value == 0.0
+        reward_finite &= reward - reward == 0.0
+        discount_finite &= discount - discount == 0.0
+    if not value_finite:
+        return 2
+    if not reward_finite:
+        return 3
+    if not discount_finite:
+        return 4
+    return 0
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -170,245 +319,104 @@ def _gather_parents(
 
 
 @numba.njit(cache=True, error_model="numpy")
-def select_leaves(
-    edge_f: np.ndarray,  # [B, N, A, 2] float64
-    edge_i: np.ndarray,  # [B, N, A, 3] int32
-    node_f: np.ndarray,  # [B, N, 5] float64
-    node_i: np.ndarray,  # [B, N, 6] int32
-    minmax: np.ndarray,  # [B, 2] float64
+def init_tree(
+    root_logits: np.ndarray,  # [B, A] float64
+    root_value: np.ndarray,  # [B] float64
     root_legal: np.ndarray,  # [B, A] bool
-    tables: np.ndarray,  # [2, N] float64
+    gamma: np.ndarray,  # [B, A] float64: Gamma(alpha, 1) draws of the Dirichlet noise ([0, 0] without noise)
+    dirichlet_fraction: float,
+    pb_c_init: float,
+    pb_c_base: float,
+    known_min: float,
+    known_max: float,
+    prior: np.ndarray,  # [B, N, A] float64
+    child_q: np.ndarray,  # [B, N, A] float64
+    children: np.ndarray,  # [B, N, A] int32
+    child_visits: np.ndarray,  # [B, N, A] int32
+    node_f: np.ndarray,  # [B, N, 8] float64
+    node_i: np.ndarray,  # [B, N, 8] int32
+    visited: np.ndarray,  # [B, N, A] int32
+    minmax: np.ndarray,  # [B, 2] float64
+    puct: np.ndarray,  # [N, N] float64
     max_depth: int,
     unvisited_parent: bool,
-    sim: int,
-    sim_index: np.ndarray,  # [4, S, B] int64: parent, action, evaluated node, its depth
+    sim_index: np.ndarray,  # [4, S, B] int64
     path: np.ndarray,  # [B, N] int64
     store: np.ndarray,  # [B, N, E]
     gather: np.ndarray,  # [B, E]
 ) -> None:
     """
-    Descend every root's tree by pUCT (eq. 2) to an unexpanded edge (or ``max_depth`` edges), batched over B.
+    Set up every root and select the first simulation's leaves.
 
-    Writes, per root, the parent node, the action taken from it, the node the simulation evaluates (``sim + 1``
-    for a new node, or the existing child when the depth limit stopped the descent) and its depth, the nodes on the
-    way (``path[b, :depth + 1]``, for the backup), and copies the parent's embedding into ``gather``. The roots
-    descend in lockstep, one level for every root at a time.
+    The pUCT factors (eq. 2) for every parent and child visit count; the Q statistics at ``(known_min, known_max)`` (empty:
+    ``(inf, -inf)``); the root: reward 0, discount 1, the network's value, and the prior
+    ``P = (1 - fraction) softmax(logits)|legal + fraction Dir(alpha)|legal`` (``add_exploration_noise``), the
+    Dirichlet sample being the Gamma draws normalised over the legal actions (uniform if their sum underflows to 0).
     """
-    batch_size, _, num_actions, _ = edge_f.shape
-    scores = np.empty(num_actions)
-    parent_out = sim_index[0, sim]
-    action_out = sim_index[1, sim]
-    leaf_out = sim_index[2, sim]
-    depth_out = sim_index[3, sim]
-    descending = -2
-    if sim == 0:  # the roots' cached unvisited priors
-        _rescan_unvisited(np.zeros((batch_size, 1), dtype=np.int64), edge_f, edge_i, node_f, node_i, root_legal)
-    parent_out[:] = 0  # the current node while descending
-    leaf_out[:] = descending
-    path[:, 0] = 0
-    remaining = batch_size
-    depth = 0
-    while remaining > 0:
-        depth += 1
-        for b in range(batch_size):
-            if leaf_out[b] != descending:
-                continue
-            node = parent_out[b]
-            # pUCT factors of this node (eq. 2) and the min-max normalisation of the root's tree.
-            n_parent = node_i[b, node, VISITS]
-            pb_c_log = tables[0, n_parent]
-            sqrt_parent = tables[1, n_parent]
-            shift, scale = _q_normalisation(minmax[b, 0], minmax[b, 1])
-            # The unvisited child of highest prior: every unvisited child scores c * P(s, a) + u, the same c >= 0
-            # and u for all (u: 0, or the node's own normalised value with `unvisited_parent`).
-            best_score = -np.inf
-            action = num_actions
-            unvisited = node_i[b, node, BEST_UNVISITED]
-            if unvisited >= 0:
-                prior_score = _prior_score(pb_c_log, sqrt_parent, 0, edge_f[b, node, unvisited, PRIOR])
-                if unvisited_parent:
-                    own = _own_value(node_f[b, node, VALUE_SUM], n_parent, node_f[b, node, RAW_VALUE])
-                    best_score = prior_score + (own - shift) / scale
-                else:
-                    best_score = prior_score
-                if _prior_score(pb_c_log, sqrt_parent, 0, node_f[b, node, SECOND_PRIOR]) == prior_score:
-                    action = -1  # another unvisited child may tie: score every child
-                else:
-                    action = unvisited
-            if action < 0:
-                action = _puct_scan(
-                    b, node, edge_f, edge_i, node_f, node_i, minmax, root_legal, tables, unvisited_parent, scores
-                )
-            else:
-                # The visited children, in order of first visit; ties go to the lowest action index.
-                for j in range(node_i[b, node, NUM_VISITED]):
-                    a = edge_i[b, node, j, VISITED]
-                    n_child = edge_i[b, node, a, CHILD_VISITS]
-                    prior_score = _prior_score(pb_c_log, sqrt_parent, n_child, edge_f[b, node, a, PRIOR])
-                    score = prior_score + (edge_f[b, node, a, Q] - shift) / scale
-                    if score > best_score or (score == best_score and a < action):
-                        best_score = score
-                        action = a
-            action_out[b] = action
-            child = edge_i[b, node, action, CHILD]
-            if child == UNEXPANDED:
-                leaf_out[b] = sim + 1
-                path[b, depth] = sim + 1
-                depth_out[b] = depth
-                remaining -= 1
-            elif depth >= max_depth:
-                leaf_out[b] = child
-                path[b, depth] = child
-                depth_out[b] = depth
-                remaining -= 1
-            else:
-                parent_out[b] = child
-                path[b, depth] = child
-    _gather_parents(parent_out, store, gather)
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _non_finite_output(
-    net_logits: np.ndarray,  # [B, A]
-    net_value: np.ndarray,  # [B]
-    net_reward: np.ndarray,  # [B]
-    net_discount: np.ndarray,  # [B]
-) -> int:
-    """Index in :data:`OUTPUT_NAMES` of the first network output holding a non-finite number, 0 if none."""
-    batch_size, num_actions = net_logits.shape
+    batch_size, num_actions = root_logits.shape
+    _puct_factors(pb_c_init, pb_c_base, puct)
+    noisy = gamma.shape[0] > 0 and dirichlet_fraction > 0.0
     for b in range(batch_size):
-        for a in range(num_actions):
-            if not math.isfinite(net_logits[b, a]):
-                return 1
-    for b in range(batch_size):
-        if not math.isfinite(net_value[b]):
-            return 2
-        if not math.isfinite(net_reward[b]):
-            return 3
-        if not math.isfinite(net_discount[b]):
-            return 4
-    return 0
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _expand(
-    edge_f: np.ndarray,  # [B, N, A, 2] float64
-    edge_i: np.ndarray,  # [B, N, A, 3] int32
-    node_f: np.ndarray,  # [B, N, 5] float64
-    node_i: np.ndarray,  # [B, N, 6] int32
-    sim: int,
-    sim_index: np.ndarray,  # [4, S, B] int64: parent, action, evaluated node, its depth
-    net_logits: np.ndarray,  # [B, A] float
-    net_value: np.ndarray,  # [B] float
-    net_reward: np.ndarray,  # [B] float
-    net_discount: np.ndarray,  # [B] float
-    net_embedding: np.ndarray,  # [B, E]
-    store: np.ndarray,  # [B, N, E]
-    rescan: np.ndarray,  # [B, 1] int64, out: the parent whose unvisited children changed (-1 = none)
-) -> None:
-    """
-    Create node ``sim + 1`` of every tree from the network's outputs (the pseudocode's ``expand_node``).
-
-    Writes its embedding, the reward and discount of its edge, its value, prior = softmax(logits) over all
-    actions (interior nodes are not masked), and its ``BEST_UNVISITED``/``SECOND_PRIOR`` (every child is unvisited).
-    The parent, whose unvisited children changed, goes into ``rescan``. Trees whose simulation stopped at
-    ``max_depth`` get no new node.
-    """
-    batch_size, _, num_actions, _ = edge_f.shape
-    new_node = sim + 1
-    for b in range(batch_size):
-        for e in range(net_embedding.shape[1]):
-            store[b, new_node, e] = net_embedding[b, e]
-        if sim_index[2, sim, b] != new_node:
-            continue  # stopped by the depth limit at an existing node
-        parent = sim_index[0, sim, b]
-        action = sim_index[1, sim, b]
-        edge_i[b, parent, action, CHILD] = new_node
-        num_visited = node_i[b, parent, NUM_VISITED]
-        edge_i[b, parent, num_visited, VISITED] = action
-        node_i[b, parent, NUM_VISITED] = num_visited + 1
-        node_i[b, new_node, PARENT] = parent
-        node_i[b, new_node, ACTION] = action
-        node_i[b, new_node, DEPTH] = node_i[b, parent, DEPTH] + 1
-        node_f[b, new_node, REWARD] = net_reward[b]
-        node_f[b, new_node, DISCOUNT] = net_discount[b]
-        node_f[b, new_node, RAW_VALUE] = net_value[b]
-        # Prior: softmax over all actions, shifted by the maximum for stability. Every child of the new node is
-        # unvisited: its BEST_UNVISITED and SECOND_PRIOR come from the final priors (as `_rescan_unvisited` finds).
+        minmax[b, 0] = known_min
+        minmax[b, 1] = known_max
+        node_f[b, 0, VALUE_SUM] = 0.0
+        node_f[b, 0, REWARD] = 0.0
+        node_f[b, 0, DISCOUNT] = 1.0
+        node_f[b, 0, RAW_VALUE] = root_value[b]
+        node_f[b, 0, OWN_VALUE] = root_value[b]
+        node_f[b, 0, EDGE_Q] = 0.0
+        node_f[b, 0, EDGE_PRIOR] = 0.0
+        node_i[b, 0, VISITS] = 0
+        node_i[b, 0, PARENT] = -1
+        node_i[b, 0, ACTION] = -1
+        node_i[b, 0, DEPTH] = 0
+        node_i[b, 0, NUM_VISITED] = 0
         logit_max = -np.inf
         for a in range(num_actions):
-            if net_logits[b, a] > logit_max:
-                logit_max = net_logits[b, a]
+            if root_legal[b, a]:
+                logit_max = max(logit_max, root_logits[b, a])
         total = 0.0
         for a in range(num_actions):
-            p = math.exp(float(net_logits[b, a]) - logit_max)
-            edge_f[b, new_node, a, PRIOR] = p
+            p = math.exp(root_logits[b, a] - logit_max) if root_legal[b, a] else 0.0
+            prior[b, 0, a] = p
             total += p
-        best = -1
-        p_best = -np.inf
-        p_second = -np.inf
         for a in range(num_actions):
-            p = edge_f[b, new_node, a, PRIOR] / total
-            edge_f[b, new_node, a, PRIOR] = p
-            best, p_best, p_second = _keep_top_two(a, p, best, p_best, p_second)
-        node_i[b, new_node, BEST_UNVISITED] = best
-        node_f[b, new_node, SECOND_PRIOR] = p_second
-        rescan[b, 0] = parent
+            prior[b, 0, a] /= total
+            child_q[b, 0, a] = 0.0
+            children[b, 0, a] = UNEXPANDED
+            child_visits[b, 0, a] = 0
+        if noisy:
+            gamma_sum = 0.0
+            for a in range(num_actions):
+                gamma_sum += gamma[b, a] if root_legal[b, a] else 0.0
+            legal_count = 0
+            for a in range(num_actions):
+                legal_count += root_legal[b, a]
+            for a in range(num_actions):
+                if not root_legal[b, a]:
+                    continue
+                # A sum that underflowed to 0 (tiny alpha) falls back to uniform noise over the legal actions.
+                noise = gamma[b, a] / gamma_sum if gamma_sum > 0.0 else 1.0 / legal_count
+                prior[b, 0, a] = (1.0 - dirichlet_fraction) * prior[b, 0, a] + dirichlet_fraction * noise
+        _top_two(b, 0, prior, children, root_legal, node_f, node_i)
+    select_leaves(
+        prior, children, node_f, node_i, visited, minmax, root_legal, puct, max_depth, unvisited_parent, 0, sim_index,
+        path, store, gather,
+    )  # fmt: skip
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _backup(
-    path: np.ndarray,  # [B, N] int64
-    depths: np.ndarray,  # [B] int64
-    edge_f: np.ndarray,  # [B, N, A, 2] float64
-    edge_i: np.ndarray,  # [B, N, A, 3] int32
-    node_f: np.ndarray,  # [B, N, 5] float64
-    node_i: np.ndarray,  # [B, N, 6] int32
-    minmax: np.ndarray,  # [B, 2] float64
-) -> None:
-    """
-    Back every tree's leaf network value up to its root (the pseudocode's ``backpropagate``, eq. 3-4).
-
-    G = v(leaf); for each node of the search path from the leaf up: value_sum += G, N += 1, min-max update with
-    Q = r + discount V(node) (also stored as the parent's edge statistics), then G = r + discount G with the reward
-    and discount of the edge into that node. The path was recorded by the selection, so that the memory accesses of
-    the steps do not wait on each other.
-    """
-    for b in range(path.shape[0]):
-        depth = depths[b]
-        g = node_f[b, path[b, depth], RAW_VALUE]
-        q_min = minmax[b, 0]
-        q_max = minmax[b, 1]
-        for k in range(depth, -1, -1):
-            node = path[b, k]
-            value_sum = node_f[b, node, VALUE_SUM] + g
-            visits = node_i[b, node, VISITS] + 1
-            node_f[b, node, VALUE_SUM] = value_sum
-            node_i[b, node, VISITS] = visits
-            reward = node_f[b, node, REWARD]
-            discount = node_f[b, node, DISCOUNT]
-            q = reward + discount * (value_sum / visits)
-            q_min = min(q_min, q)
-            q_max = max(q_max, q)
-            if k > 0:
-                parent = path[b, k - 1]
-                action = node_i[b, node, ACTION]
-                edge_i[b, parent, action, CHILD_VISITS] = visits
-                edge_f[b, parent, action, Q] = q
-                g = reward + discount * g
-        minmax[b, 0] = q_min
-        minmax[b, 1] = q_max
-
-
-@numba.njit(cache=True, error_model="numpy")
-def expand_backup_select(
-    edge_f: np.ndarray,  # [B, N, A, 2] float64
-    edge_i: np.ndarray,  # [B, N, A, 3] int32
-    node_f: np.ndarray,  # [B, N, 5] float64
-    node_i: np.ndarray,  # [B, N, 6] int32
+def step(
+    prior: np.ndarray,  # [B, N, A] float64
+    child_q: np.ndarray,  # [B, N, A] float64
+    children: np.ndarray,  # [B, N, A] int32
+    child_visits: np.ndarray,  # [B, N, A] int32
+    node_f: np.ndarray,  # [B, N, 8] float64
+    node_i: np.ndarray,  # [B, N, 8] int32
+    visited: np.ndarray,  # [B, N, A] int32
     minmax: np.ndarray,  # [B, 2] float64
     root_legal: np.ndarray,  # [B, A] bool
-    tables: np.ndarray,  # [2, N] float64
+    puct: np.ndarray,  # [N, N] float64
     max_depth: int,
     unvisited_parent: bool,
     sim: int,
@@ -423,17 +431,12 @@ def expand_backup_select(
     gather: np.ndarray,  # [B, E] (unused when sim + 1 == S)
 ) -> int:
     """
-    Finish simulation ``sim`` and select for ``sim + 1`` (if any), batched over B: one kernel call per simulation.
+    Finish simulation ``sim`` and select for ``sim + 1`` (if any), one pass over the roots: one call per simulation.
 
-    Expansion (the pseudocode's ``expand_node``) writes the network's outputs into the new node ``sim + 1``: its
-    embedding, the reward and discount of its edge, its value, and prior = softmax(logits) over all actions (interior
-    nodes are not masked). A simulation stopped by the depth limit at an existing node evaluates that node with its
-    stored network value (what a deterministic model returns for the same state and action) and leaves the tree's
-    shape unchanged.
-
-    Backup (the pseudocode's ``backpropagate``, eq. 3-4): G = v(leaf); for each node from the leaf up,
-    value_sum += G, N += 1, min-max update with Q = r + discount V(node) (also stored as the parent's edge
-    statistics), then G = r + discount G with the reward and discount of the edge into that node.
+    Per root: the new node's embedding goes into the store; expansion (the pseudocode's ``expand_node``) creates node
+    ``sim + 1`` from the network's outputs (a simulation stopped by the depth limit at an existing node evaluates that
+    node with its stored network value, what a deterministic model returns for the same state and action, and leaves
+    the tree's shape unchanged); backup (``backpropagate``, eq. 3-4); then the descent of simulation ``sim + 1``.
 
     :return: 0, or the index in :data:`OUTPUT_NAMES` of a network output holding a non-finite number (the tree is
         then left untouched)
@@ -441,16 +444,224 @@ def expand_backup_select(
     error = _non_finite_output(net_logits, net_value, net_reward, net_discount)
     if error != 0:
         return error
-    rescan = np.full((edge_f.shape[0], 1), -1, dtype=np.int64)
-    _expand(
-        edge_f, edge_i, node_f, node_i, sim, sim_index, net_logits, net_value, net_reward, net_discount, net_embedding,
-        store, rescan,
-    )  # fmt: skip
-    _rescan_unvisited(rescan, edge_f, edge_i, node_f, node_i, root_legal)
-    _backup(path, sim_index[3, sim], edge_f, edge_i, node_f, node_i, minmax)
-    if sim + 1 < sim_index.shape[1]:
+    batch_size, _, num_actions = prior.shape
+    new_node = sim + 1
+    for b in range(batch_size):
+        for e in range(net_embedding.shape[1]):
+            store[b, new_node, e] = net_embedding[b, e]
+        if sim_index[SIM_LEAF, sim, b] == new_node:
+            # Expansion: the new node's statistics, its edges, and its link into the parent.
+            parent = sim_index[SIM_PARENT, sim, b]
+            action = sim_index[SIM_ACTION, sim, b]
+            edge_prior = prior[b, parent, action]
+            node_f[b, new_node, VALUE_SUM] = 0.0
+            node_f[b, new_node, REWARD] = net_reward[b]
+            node_f[b, new_node, DISCOUNT] = net_discount[b]
+            node_f[b, new_node, RAW_VALUE] = net_value[b]
+            node_f[b, new_node, OWN_VALUE] = net_value[b]
+            node_f[b, new_node, EDGE_Q] = 0.0
+            node_f[b, new_node, EDGE_PRIOR] = edge_prior
+            node_i[b, new_node, VISITS] = 0
+            node_i[b, new_node, PARENT] = parent
+            node_i[b, new_node, ACTION] = action
+            node_i[b, new_node, DEPTH] = node_i[b, parent, DEPTH] + 1
+            node_i[b, new_node, NUM_VISITED] = 0
+            # Prior: softmax over all actions (interior nodes are not masked), shifted by the maximum for stability,
+            # summed in action order.
+            logit_max = -np.inf
+            for a in range(num_actions):
+                logit_max = max(logit_max, float(net_logits[b, a]))
+            for a in range(num_actions):
+                prior[b, new_node, a] = math.exp(float(net_logits[b, a]) - logit_max)
+            total = 0.0
+            for a in range(num_actions):
+                total += prior[b, new_node, a]
+            for a in range(num_actions):
+                prior[b, new_node, a] /= total
+                child_q[b, new_node, a] = 0.0
+                children[b, new_node, a] = UNEXPANDED
+                child_visits[b, new_node, a] = 0
+            _top_two(b, new_node, prior, children, root_legal, node_f, node_i)
+            children[b, parent, action] = new_node
+            num_visited = node_i[b, parent, NUM_VISITED]
+            visited[b, parent, num_visited] = new_node
+            node_i[b, parent, NUM_VISITED] = num_visited + 1
+            # The parent lost an unvisited child: its cache changes if it held this child or its prior.
+            if action == node_i[b, parent, BEST_UNVISITED] or edge_prior >= node_f[b, parent, SECOND_PRIOR]:
+                _top_two(b, parent, prior, children, root_legal, node_f, node_i)
+        # Backup along the recorded path: G = v(leaf); value_sum += G, N += 1, Q = r + discount V(node) into the
+        # min-max statistics, G = r + discount G.
+        depth = sim_index[SIM_DEPTH, sim, b]
+        g = node_f[b, path[b, depth], RAW_VALUE]
+        q_min = minmax[b, 0]
+        q_max = minmax[b, 1]
+        for k in range(depth, -1, -1):
+            node = path[b, k]
+            value_sum = node_f[b, node, VALUE_SUM] + g
+            visits = node_i[b, node, VISITS] + 1
+            node_f[b, node, VALUE_SUM] = value_sum
+            node_i[b, node, VISITS] = visits
+            reward = node_f[b, node, REWARD]
+            discount = node_f[b, node, DISCOUNT]
+            own_value = value_sum / visits
+            q = reward + discount * own_value
+            node_f[b, node, OWN_VALUE] = own_value
+            node_f[b, node, EDGE_Q] = q
+            q_min = min(q_min, q)
+            q_max = max(q_max, q)
+            g = reward + discount * g
+        minmax[b, 0] = q_min
+        minmax[b, 1] = q_max
+    if new_node < sim_index.shape[1]:
         select_leaves(
-            edge_f, edge_i, node_f, node_i, minmax, root_legal, tables, max_depth, unvisited_parent, sim + 1, sim_index,
-            path, store, gather,
+            prior, children, node_f, node_i, visited, minmax, root_legal, puct, max_depth, unvisited_parent, new_node,
+            sim_index, path, store, gather,
         )  # fmt: skip
     return 0
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _complete(
+    b: int,
+    prior: np.ndarray,  # [B, N, A] float64
+    child_q: np.ndarray,  # [B, N, A] float64
+    children: np.ndarray,  # [B, N, A] int32
+    child_visits: np.ndarray,  # [B, N, A] int32
+    node_f: np.ndarray,  # [B, N, 8] float64
+    node_i: np.ndarray,  # [B, N, 8] int32
+    sim_index: np.ndarray,  # [4, S, B] int64
+) -> int:
+    """Write tree ``b``'s created nodes' visits and Q into their parents' edges, give the nodes its depth-limited
+    simulations never created their initial values, and return the depth of its deepest node."""
+    num_nodes, num_actions = prior.shape[1], prior.shape[2]
+    deepest = 0
+    for node in range(1, num_nodes):
+        if sim_index[SIM_LEAF, node - 1, b] == node:
+            parent = node_i[b, node, PARENT]
+            a = node_i[b, node, ACTION]
+            child_visits[b, parent, a] = node_i[b, node, VISITS]
+            child_q[b, parent, a] = node_f[b, node, EDGE_Q]
+            deepest = max(deepest, node_i[b, node, DEPTH])
+            continue
+        for field in range(NUM_NODE_F):
+            node_f[b, node, field] = 0.0
+        node_f[b, node, DISCOUNT] = 1.0
+        for field in range(NUM_NODE_I):
+            node_i[b, node, field] = 0
+        node_i[b, node, PARENT] = -1
+        node_i[b, node, ACTION] = -1
+        node_i[b, node, BEST_UNVISITED] = -1
+        for a in range(num_actions):
+            prior[b, node, a] = 0.0
+            child_q[b, node, a] = 0.0
+            children[b, node, a] = UNEXPANDED
+            child_visits[b, node, a] = 0
+    return deepest
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _acting_weights(
+    b: int,
+    visit_counts: np.ndarray,  # [B, A] int64
+    root_legal: np.ndarray,  # [B, A] bool
+    root_prior: np.ndarray,  # [B, A] float64
+    temperature: float,
+    weights: np.ndarray,  # [B, A] float64, out
+) -> int:
+    """
+    Root ``b``'s acting weights ``N(a)^(1/T)`` normalised over the legal actions, computed in log space (a root without
+    visits to a legal action gets uniform weights over them); ``T = 0``: one-hot on the most visited legal action, ties
+    by the highest prior, then the lowest index. Returns the last action of positive weight.
+    """
+    num_actions = visit_counts.shape[1]
+    if temperature == 0.0:
+        best = -1
+        for a in range(num_actions):
+            if root_legal[b, a] and (
+                best < 0
+                or visit_counts[b, a] > visit_counts[b, best]
+                or (visit_counts[b, a] == visit_counts[b, best] and root_prior[b, a] > root_prior[b, best])
+            ):
+                best = a
+        for a in range(num_actions):
+            weights[b, a] = 1.0 if a == best else 0.0
+        return best
+    any_visited = False
+    for a in range(num_actions):
+        any_visited |= root_legal[b, a] and visit_counts[b, a] > 0
+    log_max = -np.inf
+    for a in range(num_actions):
+        log_w = -np.inf
+        if root_legal[b, a] and not any_visited:
+            log_w = 0.0
+        elif root_legal[b, a] and visit_counts[b, a] > 0:
+            log_w = math.log(visit_counts[b, a]) / temperature
+        weights[b, a] = log_w
+        log_max = max(log_max, log_w)
+    total = 0.0
+    for a in range(num_actions):
+        weights[b, a] = math.exp(weights[b, a] - log_max)
+        total += weights[b, a]
+    last_positive = 0
+    for a in range(num_actions):
+        weights[b, a] /= total
+        if weights[b, a] > 0.0:
+            last_positive = a
+    return last_positive
+
+
+@numba.njit(cache=True, error_model="numpy")
+def finish(
+    prior: np.ndarray,  # [B, N, A] float64
+    child_q: np.ndarray,  # [B, N, A] float64
+    children: np.ndarray,  # [B, N, A] int32
+    child_visits: np.ndarray,  # [B, N, A] int32
+    node_f: np.ndarray,  # [B, N, 8] float64
+    node_i: np.ndarray,  # [B, N, 8] int32
+    root_legal: np.ndarray,  # [B, A] bool
+    sim_index: np.ndarray,  # [4, S, B] int64
+    temperature: float,
+    uniform: np.ndarray,  # [B] float64 in [0, 1): the draws of the action sample (unused at temperature 0)
+    visit_counts: np.ndarray,  # [B, A] int64, out
+    visit_probs: np.ndarray,  # [B, A] float64, out
+    action_weights: np.ndarray,  # [B, A] float64, out
+    root_q: np.ndarray,  # [B, A] float64, out
+    root_prior: np.ndarray,  # [B, A] float64, out
+    search_value: np.ndarray,  # [B] float64, out
+    max_depth: np.ndarray,  # [B] int64, out
+    action: np.ndarray,  # [B] int64, out
+) -> None:
+    """
+    Complete the trees and read the search's results out of them.
+
+    Every created node's visits and Q go into its parent's edge (``child_visits``, ``child_q``); nodes a depth-limited
+    search never created get their initial values. Then per root: visit counts and their distribution, root Q values
+    (0 for unvisited actions), the prior, the mean backed-up return, the depth of the deepest node, the acting weights
+    (:func:`_acting_weights`) and the action: greedy at temperature 0, else the number of cumulative weights (summed
+    in action order) at or below ``uniform`` times their total, never an action of weight 0.
+    """
+    batch_size, num_actions = visit_counts.shape
+    for b in range(batch_size):
+        max_depth[b] = _complete(b, prior, child_q, children, child_visits, node_f, node_i, sim_index)
+        total_visits = node_i[b, 0, VISITS]
+        search_value[b] = node_f[b, 0, VALUE_SUM] / total_visits
+        for a in range(num_actions):
+            n = child_visits[b, 0, a]
+            visit_counts[b, a] = n
+            visit_probs[b, a] = n / total_visits
+            root_q[b, a] = child_q[b, 0, a] if n > 0 else 0.0
+            root_prior[b, a] = prior[b, 0, a]
+        last_positive = _acting_weights(b, visit_counts, root_legal, root_prior, temperature, action_weights)
+        if temperature == 0.0:
+            action[b] = last_positive
+            continue
+        cumulative = 0.0
+        for a in range(num_actions):
+            cumulative += action_weights[b, a]
+        u = uniform[b] * cumulative
+        chosen = 0
+        cumulative = 0.0
+        for a in range(num_actions):
+            cumulative += action_weights[b, a]
+            chosen += cumulative <= u
+        action[b] = min(chosen, last_positive)

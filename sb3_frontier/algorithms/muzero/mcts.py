@@ -114,9 +114,9 @@ class SearchTree(NamedTuple):
     The search tree of ``B`` roots in fixed-shape arrays, ``N = num_simulations + 1`` nodes, node 0 = root.
 
     The node created by simulation ``s`` (0-based) has index ``s + 1``. ``reward``/``discount`` are those of the
-    edge into the node (root: 0 and 1). Entries of nodes a depth-limited search never created stay at their initial
-    values (visits 0, parent -1). The arrays are views into the packed storage the kernels use (fields of one node
-    side by side in memory), hence not contiguous.
+    edge into the node (root: 0 and 1). Entries of nodes a depth-limited search never created hold the initial values
+    (visits 0, parent -1, no children, prior 0). The per-edge arrays are contiguous; the per-node ones are views into
+    the packed storage the kernels use (fields of one node side by side in memory), hence not contiguous.
 
     :param children: child node index per edge, -1 if unexpanded ``[B, N, A]`` int32
     :param prior: P(s, a) ``[B, N, A]`` float64 (the root's row is masked and noised)
@@ -188,7 +188,7 @@ class SearchTimings:
     :param simulations: number of simulations timed
     :param total_s: total time in the search
     :param network_s: time inside ``recurrent_fn`` (the network)
-    :param kernel_s: time in the compiled selection/expansion/backup kernels
+    :param kernel_s: time in the compiled kernels (set-up, selection/expansion/backup, read-out)
     """
 
     searches: int = 0
@@ -272,6 +272,10 @@ def _recurrent_arrays(out: Any, shapes: tuple[tuple[int, ...], ...]) -> tuple[np
                 raise ValueError(f"recurrent_fn returned {name} of shape {x.shape}, expected {shape}")
     return arrays
 
+
+# Empty stand-ins for the Gamma draws without noise and the uniform draws at temperature 0.
+_NO_NOISE = np.empty((0, 0), dtype=np.float64)
+_NO_DRAWS = np.empty(0, dtype=np.float64)
 
 # dtype characters of four float32/float64 arrays, the combinations the kernels take as they are
 _FLOAT_CHARS = frozenset(a + b + c + d for a in "fd" for b in "fd" for c in "fd" for d in "fd")
@@ -361,39 +365,6 @@ class _EmbeddingStore:
         else:
             self.store[:, node].copy_(torch.as_tensor(np.asarray(embedding)))
         return self.kernel_input
-
-
-def _root_prior(
-    logits: np.ndarray,
-    legal: np.ndarray,
-    dirichlet_alpha: float,
-    dirichlet_fraction: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Softmax of the root logits over the legal actions, mixed with Dirichlet noise over the legal actions.
-
-    P = (1 - fraction) softmax(logits)|legal + fraction Dir(alpha)|legal (MuZero pseudocode ``add_exploration_noise``);
-    the Dirichlet sample is drawn as normalised Gamma(alpha, 1) variables.
-
-    :param logits: root policy logits ``[B, A]``
-    :param legal: legal actions ``[B, A]``
-    :param dirichlet_alpha: Dirichlet concentration
-    :param dirichlet_fraction: weight of the noise, 0 turns it off
-    :param rng: random generator for the noise
-    :return: root prior ``[B, A]``, 0 on illegal actions
-    """
-    masked = np.where(legal, logits, -np.inf)
-    masked = masked - masked.max(axis=1, keepdims=True)
-    prior = np.exp(masked)
-    prior /= prior.sum(axis=1, keepdims=True)
-    if dirichlet_fraction > 0.0:
-        gamma = rng.standard_gamma(dirichlet_alpha, size=logits.shape) * legal
-        total = gamma.sum(axis=1, keepdims=True)
-        # A sum that underflowed to 0 (tiny alpha) falls back to uniform noise over the legal actions.
-        gamma = np.where(total > 0.0, gamma, legal.astype(np.float64))
-        noise = gamma / gamma.sum(axis=1, keepdims=True)
-        prior = (1.0 - dirichlet_fraction) * prior + dirichlet_fraction * noise
-    return prior
 
 
 def temperature_weights(
@@ -626,28 +597,20 @@ def muzero_policy(
     rng = np.random.default_rng() if rng is None else rng
     batch_size, num_actions = root_logits.shape
     num_nodes = num_simulations + 1
+    # Dirichlet noise: Gamma(alpha, 1) draws for every root action (the kernel keeps the legal ones).
+    gamma = rng.standard_gamma(dirichlet_alpha, size=(batch_size, num_actions)) if dirichlet_fraction > 0.0 else _NO_NOISE
 
-    # Tree storage (packed per node / per edge, see `_tree`); node 0 is the root: reward 0, discount 1, no parent.
-    edge_f = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_F), dtype=np.float64)
-    edge_i = np.zeros((batch_size, num_nodes, num_actions, _tree.NUM_EDGE_I), dtype=np.int32)
-    node_f = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_F), dtype=np.float64)
-    node_i = np.zeros((batch_size, num_nodes, _tree.NUM_NODE_I), dtype=np.int32)
-    edge_i[..., _tree.CHILD] = _tree.UNEXPANDED
-    node_f[..., _tree.DISCOUNT] = 1.0
-    node_i[..., _tree.PARENT] = -1
-    node_i[..., _tree.ACTION] = -1
+    # Tree storage (see `_tree`): the kernels write every entry before reading it, so nothing is initialised here.
+    edge_shape = (batch_size, num_nodes, num_actions)
+    prior = np.empty(edge_shape, dtype=np.float64)
+    child_q = np.empty(edge_shape, dtype=np.float64)
+    children = np.empty(edge_shape, dtype=np.int32)
+    child_visits = np.empty(edge_shape, dtype=np.int32)
+    visited = np.empty(edge_shape, dtype=np.int32)
+    node_f = np.empty((batch_size, num_nodes, _tree.NUM_NODE_F), dtype=np.float64)
+    node_i = np.empty((batch_size, num_nodes, _tree.NUM_NODE_I), dtype=np.int32)
     minmax = np.empty((batch_size, 2), dtype=np.float64)
-    minmax[:] = bounds
-    edge_f[:, 0, :, _tree.PRIOR] = _root_prior(root_logits, legal, dirichlet_alpha, dirichlet_fraction, rng)
-    node_f[:, 0, _tree.RAW_VALUE] = root_value
-    # pUCT factors for every possible parent visit count n (eq. 2): c1 + log((n + c2 + 1) / c2) and sqrt(n).
-    tables = np.array(
-        [
-            [math.log((n + pb_c_base + 1) / pb_c_base) + pb_c_init for n in range(num_nodes)],
-            [math.sqrt(n) for n in range(num_nodes)],
-        ]
-    )
-
+    puct = np.empty((num_nodes, num_nodes), dtype=np.float64)
     # Per-simulation indices [4, S, B]: parent node, action, evaluated node (sim + 1, or an existing node at
     # max_depth), its depth; the nodes on the current simulation's path [B, N].
     sim_index = np.empty((4, num_simulations, batch_size), dtype=np.int64)
@@ -664,9 +627,10 @@ def muzero_policy(
     with torch.no_grad():
         if timed:
             t0 = time.perf_counter()
-        _tree.select_leaves(
-            edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, unvisited_parent, 0, sim_index, path,
-            kernel_store, kernel_input,
+        _tree.init_tree(
+            root_logits, root_value, legal, gamma, dirichlet_fraction, pb_c_init, pb_c_base, bounds[0], bounds[1], prior,
+            child_q, children, child_visits, node_f, node_i, visited, minmax, puct, depth_limit, unvisited_parent,
+            sim_index, path, kernel_store, kernel_input,
         )  # fmt: skip
         if timed:
             timings.kernel_s += time.perf_counter() - t0  # type: ignore[union-attr]
@@ -685,22 +649,39 @@ def muzero_policy(
             net_embedding = embeddings.host_embedding(sim + 1, next_embedding)
             if timed:
                 t3 = time.perf_counter()
-            error = _tree.expand_backup_select(
-                edge_f, edge_i, node_f, node_i, minmax, legal, tables, depth_limit, unvisited_parent, sim, sim_index, path,
-                net_logits,
-                net_value, net_reward, net_discount, net_embedding, kernel_store,
-                kernel_input,
+            error = _tree.step(
+                prior, child_q, children, child_visits, node_f, node_i, visited, minmax, legal, puct, depth_limit,
+                unvisited_parent, sim, sim_index, path, net_logits, net_value, net_reward, net_discount, net_embedding,
+                kernel_store, kernel_input,
             )  # fmt: skip
             if timed:
                 timings.kernel_s += time.perf_counter() - t3  # type: ignore[union-attr]
             if error:
                 raise ValueError(f"recurrent_fn returned non-finite {_tree.OUTPUT_NAMES[error]} at simulation {sim}")
 
+    # Read-out (and the tree's edge statistics) in one kernel; the action draw uses one uniform number per root.
+    uniform = rng.random((batch_size,)) if temperature > 0.0 else _NO_DRAWS
+    visit_counts = np.empty((batch_size, num_actions), dtype=np.int64)
+    visit_probs = np.empty((batch_size, num_actions), dtype=np.float64)
+    action_weights = np.empty((batch_size, num_actions), dtype=np.float64)
+    root_q = np.empty((batch_size, num_actions), dtype=np.float64)
+    root_prior = np.empty((batch_size, num_actions), dtype=np.float64)
+    search_value = np.empty(batch_size, dtype=np.float64)
+    max_depth_out = np.empty(batch_size, dtype=np.int64)
+    action_out = np.empty(batch_size, dtype=np.int64)
+    if timed:
+        t4 = time.perf_counter()
+    _tree.finish(
+        prior, child_q, children, child_visits, node_f, node_i, legal, sim_index, temperature, uniform, visit_counts,
+        visit_probs, action_weights, root_q, root_prior, search_value, max_depth_out, action_out,
+    )  # fmt: skip
+    if timed:
+        timings.kernel_s += time.perf_counter() - t4  # type: ignore[union-attr]
     tree = SearchTree(
-        children=edge_i[..., _tree.CHILD],
-        prior=edge_f[..., _tree.PRIOR],
-        child_visits=edge_i[..., _tree.CHILD_VISITS],
-        child_q=edge_f[..., _tree.Q],
+        children=children,
+        prior=prior,
+        child_visits=child_visits,
+        child_q=child_q,
         visits=node_i[..., _tree.VISITS],
         value_sum=node_f[..., _tree.VALUE_SUM],
         reward=node_f[..., _tree.REWARD],
@@ -713,17 +694,6 @@ def muzero_policy(
         root_legal=legal,
         embeddings=embeddings.store,
     )
-    # Root statistics (the root's edge statistics; 0 for unvisited children).
-    visit_counts = tree.child_visits[:, 0].astype(np.int64)  # [B, A]
-    root_q = np.where(visit_counts > 0, tree.child_q[:, 0], 0.0)
-    search_value = tree.value_sum[:, 0] / tree.visits[:, 0]
-    root_prior = tree.prior[:, 0].copy()
-    visit_probs = visit_counts / visit_counts.sum(axis=1, keepdims=True)
-    action_weights = _temperature_weights(visit_counts.astype(np.float64), temperature, legal, root_prior)
-    if temperature == 0.0:
-        action_out = action_weights.argmax(axis=1).astype(np.int64)
-    else:
-        action_out = _sample(action_weights, rng)
     if timed:
         timings.searches += 1  # type: ignore[union-attr]
         timings.simulations += num_simulations  # type: ignore[union-attr]
@@ -736,10 +706,6 @@ def muzero_policy(
         search_value=search_value,
         root_q=root_q,
         root_prior=root_prior,
-        max_depth=tree.depth.max(axis=1).astype(np.int64),
+        max_depth=max_depth_out,
         tree=tree,
     )
-
-
-# Gumbel MuZero's search, re-exported here beside muzero_policy; imported last because gumbel.py imports this module.
-from sb3_frontier.algorithms.muzero.gumbel import gumbel_muzero_policy  # noqa: E402, F401
