@@ -107,12 +107,20 @@ class Planner:
     :param policy: the network (representation, dynamics, prediction and their supports)
     :param settings: the search settings
     :param rng: random generator of the root noise and of the action draws
+    :param timings: accumulators every search adds its time split to (network, kernels; for profiling), or None
     """
 
-    def __init__(self, policy: MuZeroPolicy, settings: SearchSettings, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        policy: MuZeroPolicy,
+        settings: SearchSettings,
+        rng: np.random.Generator,
+        timings: mcts.SearchTimings | None = None,
+    ) -> None:
         self.policy = policy
         self.settings = settings
         self.rng = rng
+        self.timings = timings
 
     def _recurrent_fn(self, hidden: th.Tensor, actions: th.Tensor) -> tuple[mcts.RecurrentFnOutput, th.Tensor]:
         next_hidden, reward_logits, policy_logits, value_logits = self.policy.recurrent_inference(hidden, actions)
@@ -177,6 +185,7 @@ class Planner:
                     value_scale=settings.value_scale,
                     maxvisit_init=settings.maxvisit_init,
                     rng=self.rng,
+                    timings=self.timings,
                 )
             return mcts.muzero_policy(
                 root,
@@ -190,6 +199,7 @@ class Planner:
                 temperature=temperature,
                 rng=self.rng,
                 unvisited_value=settings.unvisited_value,
+                timings=self.timings,
                 known_bounds=settings.known_bounds,
             )
 
