@@ -629,8 +629,8 @@ def muzero_policy(
             t0 = time.perf_counter()
         _tree.init_tree(
             root_logits, root_value, legal, gamma, dirichlet_fraction, pb_c_init, pb_c_base, bounds[0], bounds[1], prior,
-            child_q, children, child_visits, node_f, node_i, visited, minmax, puct, depth_limit, unvisited_parent,
-            sim_index, path, kernel_store, kernel_input,
+            children, node_f, node_i, visited, minmax, puct, depth_limit, unvisited_parent, sim_index, path,
+            kernel_store, kernel_input,
         )  # fmt: skip
         if timed:
             timings.kernel_s += time.perf_counter() - t0  # type: ignore[union-attr]
@@ -650,9 +650,9 @@ def muzero_policy(
             if timed:
                 t3 = time.perf_counter()
             error = _tree.step(
-                prior, child_q, children, child_visits, node_f, node_i, visited, minmax, legal, puct, depth_limit,
-                unvisited_parent, sim, sim_index, path, net_logits, net_value, net_reward, net_discount, net_embedding,
-                kernel_store, kernel_input,
+                prior, children, node_f, node_i, visited, minmax, legal, puct, depth_limit, unvisited_parent, sim,
+                sim_index, path, net_logits, net_value, net_reward, net_discount, net_embedding, kernel_store,
+                kernel_input,
             )  # fmt: skip
             if timed:
                 timings.kernel_s += time.perf_counter() - t3  # type: ignore[union-attr]
