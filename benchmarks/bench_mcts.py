@@ -18,7 +18,7 @@ uses a model on which both build trees of the same depth:
 
 - ``headline``: the paper's hidden-state scaling (min-max to [0, 1], Appendix G) after g and on the roots, weights
   drawn from ``N(0, 1 / fan_in)`` (biases 0), policy head scaled by 12 and reward head by 0.05, weight seed 5: tuned
-  over scales and seeds until both searches' mean maximum depths match within 5% in every cell (a tree's depth
+  over scales and seeds until both searches' mean maximum depths match within about 5% in every cell (a tree's depth
   depends on the particular weights: over seeds, the same scales give depth ratios ours / mctx from 0.3 to 1.3);
 - ``chain`` (extra table): tanh hidden states, uniform ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` weights and biases
   (PyTorch's default init) — mctx builds near-chains at A = 18, so its ratios compare different trees.
@@ -528,7 +528,11 @@ def plot(tables: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_ylabel("decisions / s (log scale)")
-        ax.set_title(f"{name} model: {NUM_SIMULATIONS} simulations, 1 CPU thread\n(max tree depth ours / mctx)", fontsize=9)
+        role = "headline" if name == HEADLINE.name else "extra"
+        ax.set_title(
+            f"{role}: {name} model, {NUM_SIMULATIONS} simulations, 1 CPU thread\n(x labels: max tree depth ours / mctx)",
+            fontsize=9,
+        )
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
