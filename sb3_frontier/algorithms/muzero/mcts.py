@@ -2,10 +2,11 @@
 Batched MuZero search (Schrittwieser et al. 2020), with the inputs of mctx's ``muzero_policy``.
 
 The search runs ``num_simulations`` simulations on ``B`` roots at once. Each simulation makes exactly one call of
-``recurrent_fn`` for the whole batch (the batched network call) and one conversion of its outputs to numpy; the
-tree lives in fixed-shape numpy arrays ``[B, num_simulations + 1, ...]`` and selection, expansion and backup run in
+``recurrent_fn`` for the whole batch (the batched network call), one conversion of its outputs to numpy and one
+kernel call; the tree lives in fixed-shape numpy arrays ``[B, num_simulations + 1, ...]`` and the set-up (root prior
+and noise), selection, expansion, backup and read-out (visit counts, acting weights, the action draw) run in
 numba-compiled kernels batched over ``B`` (:mod:`sb3_frontier.algorithms.muzero._tree`), so the Python cost of a
-simulation does not grow with ``B``.
+search does not grow with ``B``.
 
 Semantics follow the paper's pseudocode (supplementary material, ``run_mcts``):
 
