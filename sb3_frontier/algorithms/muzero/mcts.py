@@ -710,3 +710,7 @@ def muzero_policy(
         max_depth=max_depth_out,
         tree=tree,
     )
+
+
+# Gumbel MuZero's search, re-exported here beside muzero_policy; imported last because gumbel.py imports this module.
+from sb3_frontier.algorithms.muzero.gumbel import gumbel_muzero_policy  # noqa: E402, F401
