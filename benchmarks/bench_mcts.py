@@ -35,11 +35,17 @@ for one CPU thread with ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_
 jax is imported). Search settings are matched: pb_c_init 1.25, pb_c_base 19652, Dirichlet alpha 0.25 and fraction
 0.25, temperature 1.
 
+Gumbel MuZero (third table, headline model): :func:`~sb3_frontier.algorithms.muzero.mcts.gumbel_muzero_policy`
+against ``mctx.gumbel_muzero_policy``, both with ``max_num_considered_actions=16`` and mctx's defaults otherwise
+(``qtransform_completed_by_mix_value``: value_scale 0.1, maxvisit_init 50; gumbel_scale 1); the two follow the same
+algorithm, so their trees should have the same shape, which the table shows.
+
 For ours, a separate timed pass (:class:`~sb3_frontier.algorithms.muzero.mcts.SearchTimings`) splits the search
 time into the network (inside ``recurrent_fn``) and tree bookkeeping (kernels, embedding gather/store, output
 conversion, set-up and action selection).
 
-Run: ``python -m benchmarks.bench_mcts [--repeats 3] [--quick]``; writes ``benchmarks/out/mcts_speed.json`` and
+Run: ``python -m benchmarks.bench_mcts [--repeats 3] [--quick] [--searches muzero gumbel]``; writes
+``benchmarks/out/mcts_speed.json`` and
 ``benchmarks/out/mcts_speed.png``, prints the markdown tables and writes them to ``benchmarks/results.md``.
 """
 
@@ -69,6 +75,11 @@ DISCOUNT = 0.997
 SEARCH_SETTINGS: dict[str, float] = dict(
     dirichlet_alpha=0.25, dirichlet_fraction=0.25, pb_c_init=1.25, pb_c_base=19652.0, temperature=1.0
 )
+#: Gumbel MuZero's settings, passed to both implementations (mctx's defaults otherwise: value_scale 0.1,
+#: maxvisit_init 50, gumbel_scale 1).
+GUMBEL_SETTINGS: dict[str, int] = dict(max_num_considered_actions=16)
+#: The searches compared: MuZero's pUCT search, and Gumbel MuZero's.
+SEARCHES = ("muzero", "gumbel")
 XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 #: Smallest denominator of the min-max hidden-state scaling (a row of equal numbers maps to 0).
 MINMAX_EPS = 1e-8
@@ -260,7 +271,14 @@ class Side:
     run_timed: Callable[[Any], None] | None = None
 
 
-def make_ours(batch_size: int, num_actions: int, spec: ModelSpec = HEADLINE, seed: int = 0, unvisited: str = "parent") -> Side:
+def make_ours(
+    batch_size: int,
+    num_actions: int,
+    spec: ModelSpec = HEADLINE,
+    seed: int = 0,
+    unvisited: str = "parent",
+    search_kind: str = "muzero",
+) -> Side:
     """Our search on one benchmark cell (``run_timed(timings)`` adds to a ``SearchTimings``); ``seed``: the noise."""
     import torch
 
@@ -278,6 +296,8 @@ def make_ours(batch_size: int, num_actions: int, spec: ModelSpec = HEADLINE, see
 
     def search(timings: Any = None) -> Any:
         with torch.inference_mode():
+            if search_kind == "gumbel":
+                return mcts.gumbel_muzero_policy(root, model, NUM_SIMULATIONS, **GUMBEL_SETTINGS, rng=rng, timings=timings)
             return mcts.muzero_policy(
                 root,
                 model,
@@ -344,8 +364,11 @@ def jax_recurrent_fn(num_actions: int, spec: ModelSpec = HEADLINE) -> Callable[.
     return recurrent_fn
 
 
-def make_mctx(batch_size: int, num_actions: int, spec: ModelSpec = HEADLINE, seed: int = 0) -> Side:
-    """mctx's search on one cell: one jitted ``mctx.muzero_policy`` call on the same model and roots (``seed``: noise)."""
+def make_mctx(
+    batch_size: int, num_actions: int, spec: ModelSpec = HEADLINE, seed: int = 0, search_kind: str = "muzero"
+) -> Side:
+    """mctx's search on one cell: one jitted ``mctx.muzero_policy`` (or ``gumbel_muzero_policy``) call on the same
+    model and roots (``seed``: noise)."""
     import jax
     import jax.numpy as jnp
     import mctx
@@ -362,6 +385,8 @@ def make_mctx(batch_size: int, num_actions: int, spec: ModelSpec = HEADLINE, see
 
     @jax.jit
     def policy(params: Any, key: Any, root: Any) -> Any:
+        if search_kind == "gumbel":
+            return mctx.gumbel_muzero_policy(params, key, root, recurrent_fn, NUM_SIMULATIONS, **GUMBEL_SETTINGS)
         return mctx.muzero_policy(
             params,
             key,
@@ -442,13 +467,19 @@ def time_rate(run: Callable[[], None], batch_size: int, min_seconds: float) -> f
 
 
 def bench_cell(
-    batch_size: int, num_actions: int, spec: ModelSpec, repeats: int, min_seconds: float, unvisited: str
+    batch_size: int,
+    num_actions: int,
+    spec: ModelSpec,
+    repeats: int,
+    min_seconds: float,
+    unvisited: str,
+    search_kind: str = "muzero",
 ) -> dict[str, Any]:
     """Measure one (B, A) cell: alternating ours / mctx, ours with timing accumulators on, then both tree shapes."""
     from sb3_frontier.algorithms.muzero import mcts
 
-    ours = make_ours(batch_size, num_actions, spec, unvisited=unvisited)
-    peer = make_mctx(batch_size, num_actions, spec)
+    ours = make_ours(batch_size, num_actions, spec, unvisited=unvisited, search_kind=search_kind)
+    peer = make_mctx(batch_size, num_actions, spec, search_kind=search_kind)
     assert ours.run_timed is not None
     for _ in range(2):  # warm-up: numba kernels (cached), XLA compilation
         ours.run()
@@ -467,6 +498,7 @@ def bench_cell(
     ours_med, peer_med = statistics.median(ours_rates), statistics.median(peer_rates)
     return {
         "model": spec.name,
+        "search": search_kind,
         "batch_size": batch_size,
         "num_actions": num_actions,
         "ours_decisions_per_s": ours_rates,
@@ -481,6 +513,11 @@ def bench_cell(
         "ours_tree": mean_shape([ours.shape() for _ in range(SHAPE_SEARCHES)]),
         "mctx_tree": mean_shape([peer.shape() for _ in range(SHAPE_SEARCHES)]),
     }
+
+
+def table_name(spec: ModelSpec, search_kind: str) -> str:
+    """Key of one table in the JSON: the model's name, prefixed by ``gumbel-`` for Gumbel MuZero's search."""
+    return spec.name if search_kind == "muzero" else f"{search_kind}-{spec.name}"
 
 
 def markdown_table(cells: Sequence[dict[str, Any]]) -> str:
@@ -509,7 +546,7 @@ def plot(tables: dict[str, list[dict[str, Any]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tables), figsize=(7 * len(tables), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 4.4), squeeze=False)
     for ax, (name, cells) in zip(axes[0], tables.items(), strict=True):
         labels = [
             f"B={c['batch_size']} A={c['num_actions']}\ndepth {c['ours_tree']['max_depth']:.0f} / "
@@ -528,7 +565,7 @@ def plot(tables: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_ylabel("decisions / s (log scale)")
-        role = "headline" if name == HEADLINE.name else "extra"
+        role = "headline" if name == HEADLINE.name else ("Gumbel MuZero" if name.startswith("gumbel") else "extra")
         ax.set_title(
             f"{role}: {name} model, {NUM_SIMULATIONS} simulations, 1 CPU thread\n(x labels: max tree depth ours / mctx)",
             fontsize=9,
@@ -549,6 +586,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--unvisited", choices=["parent", "zero"], default="parent", help="our unvisited-child Q (MuZero's default: parent)"
     )
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to measure")
+    parser.add_argument(
+        "--searches", nargs="+", choices=SEARCHES, default=list(SEARCHES), help="searches (Gumbel: headline model only)"
+    )
     args = parser.parse_args(argv)
     min_seconds = args.min_seconds if args.min_seconds is not None else (0.2 if args.quick else 1.0)
 
@@ -574,14 +614,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 raise RuntimeError(f"torch and jax models ({spec.name}) differ by {diff}")
 
     tables: dict[str, list[dict[str, Any]]] = {}
-    for spec in specs:
-        cells = tables.setdefault(spec.name, [])
+    runs = [(spec, "muzero") for spec in specs if "muzero" in args.searches]
+    runs += [(HEADLINE, "gumbel")] if "gumbel" in args.searches and HEADLINE in specs else []
+    for spec, search_kind in runs:
+        cells = tables.setdefault(table_name(spec, search_kind), [])
         for batch_size in BATCH_SIZES:
             for num_actions in NUM_ACTIONS:
-                cell = bench_cell(batch_size, num_actions, spec, args.repeats, min_seconds, args.unvisited)
+                cell = bench_cell(batch_size, num_actions, spec, args.repeats, min_seconds, args.unvisited, search_kind)
                 cells.append(cell)
                 print(
-                    f"{spec.name:9s} B={batch_size:4d} A={num_actions:3d}: ours {cell['ours_median']:10.0f}/s  "
+                    f"{search_kind:6s} {spec.name:9s} B={batch_size:4d} A={num_actions:3d}: "
+                    f"ours {cell['ours_median']:10.0f}/s  "
                     f"mctx {cell['mctx_median']:10.0f}/s  ratio {cell['ratio_ours_over_mctx']:.2f}  "
                     f"bookkeeping {100 * cell['bookkeeping_fraction_median']:.1f}%  max depth "
                     f"{cell['ours_tree']['max_depth']:.1f} / {cell['mctx_tree']['max_depth']:.1f}",
@@ -620,9 +663,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     (OUT_DIR / "mcts_speed.json").write_text(json.dumps(result, indent=2))
     plot(tables, OUT_DIR / "mcts_speed.png")
     sections = []
-    for spec in specs:
-        title = "Headline" if spec is HEADLINE else "Extra"
-        sections.append(f"**{title}: {spec.name} model** ({spec.label}).\n\n{markdown_table(tables[spec.name])}")
+    for spec, search_kind in runs:
+        if search_kind == "gumbel":
+            title = "Gumbel MuZero (`gumbel_muzero_policy`, max_num_considered_actions 16), headline model"
+        else:
+            title = f"{'Headline' if spec is HEADLINE else 'Extra'}: MuZero (`muzero_policy`), {spec.name} model"
+        sections.append(f"**{title}** ({spec.label}).\n\n{markdown_table(tables[table_name(spec, search_kind)])}")
     print()
     print("\n\n".join(sections))
     print()
