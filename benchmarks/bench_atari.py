@@ -284,21 +284,19 @@ def profile_learn(steps: int, n_envs: int, device: str, variant: Variant) -> dic
 
 def profile_table(profiles: Sequence[dict[str, Any]]) -> str:
     """
-    Markdown table of profiles side by side: per phase, CPU seconds with their share of the run and wall seconds.
+    Markdown table of profiles side by side: per phase, the CPU seconds and their share of the run's (on a shared
+    machine the wall-clock of short phases soaks up the waits for a core, so only the totals give it).
 
     :param profiles: outputs of :func:`profile_learn`
     :return: the table
     """
-    header = "| group | phase | " + " | ".join(f"{p['variant']}: CPU s (share) | wall s" for p in profiles) + " |"
-    lines = [header, "|---|---|" + "---:|---:|" * len(profiles)]
+    header = "| group | phase | " + " | ".join(f"{p['variant']}: CPU s (share)" for p in profiles) + " |"
+    lines = [header, "|---|---|" + "---:|" * len(profiles)]
     for i, row in enumerate(profiles[0]["rows"]):
-        cells = []
-        for p in profiles:
-            r = p["rows"][i]
-            cells.append(f"{r['cpu_s']:.1f} ({100 * r['cpu_s'] / p['cpu_s']:.0f}%) | {r['wall_s']:.1f}")
+        cells = [f"{p['rows'][i]['cpu_s']:.1f} ({100 * p['rows'][i]['cpu_s'] / p['cpu_s']:.0f}%)" for p in profiles]
         lines.append(f"| {row['group']} | {row['phase']} | " + " | ".join(cells) + " |")
-    totals = " | ".join(f"**{p['cpu_s']:.1f}** | **{p['wall_s']:.1f}**" for p in profiles)
-    lines.append(f"| total | whole learn() | {totals} |")
+    lines.append("| total | CPU s | " + " | ".join(f"**{p['cpu_s']:.1f}**" for p in profiles) + " |")
+    lines.append("| total | wall s | " + " | ".join(f"{p['wall_s']:.1f}" for p in profiles) + " |")
     return "\n".join(lines)
 
 
@@ -343,9 +341,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.no_profile:
         profiles = [profile_learn(args.steps, args.n_envs, device, variant) for variant in variants]
         notes += (
-            f"\n\n**Where the time goes** in one more `learn({args.steps})` of each, timed phase by phase (process CPU "
-            "seconds, which the other jobs of a shared machine do not inflate, with their share; wall seconds beside "
-            "them). Search rows are the acting searches; Reanalyze's own searches fall in its row.\n\n"
+            f"\n\n**Where the time goes** in one more `learn({args.steps})` of each, timed phase by phase in process "
+            "CPU seconds (the other jobs of a shared machine delay a run more than they add to its CPU time). Search "
+            "rows are the acting searches; Reanalyze's own searches fall in its row.\n\n"
             + profile_table(profiles)
             + "\n\n"
             + "; ".join(
