@@ -1,12 +1,18 @@
-"""``make demo``'s entry point runs and reports an evaluation return."""
+"""``make demo``'s entry point learns: a short run already plays far better than any untrained policy."""
 
 from __future__ import annotations
+
+import re
 
 from sb3_frontier.demo import main
 
 
-def test_demo_runs_on_a_tiny_budget(capsys):
-    mean = main(["--steps", "64", "--no-progress"])
+def test_demo_learns_on_a_short_budget(capsys):
+    # An untrained deterministic policy pushes one way and falls after ~9 steps; a uniformly random one lasts ~22 on
+    # average. After 6,000 steps our config balances for well over 100 steps on every seed tried (the full budget
+    # solves it); a learner that does not learn (no update, wrong sign, targets off by a step) stays near those.
+    mean = main(["--steps", "6000", "--no-progress"])
     out = capsys.readouterr().out
-    assert "evaluation return" in out and f"{mean:.1f}" in out
-    assert 8.0 <= mean <= 500.0  # CartPole episodes last 8 to 500 steps
+    assert re.search(rf"evaluation return {mean:.1f} \+/- [\d.]+ \(10 deterministic episodes", out)
+    assert "trained for 6,000 environment steps" in out
+    assert mean >= 60.0
