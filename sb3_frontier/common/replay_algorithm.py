@@ -9,7 +9,11 @@ once per VecEnv step (returning False stops learning), ``on_rollout_end``, ``on_
 
 Episodes restart (and the actors forget partial ones) whenever the env is reset: a first ``learn``, a ``learn`` with
 ``reset_num_timesteps=True``, or after :meth:`set_env`; ``learn(..., reset_num_timesteps=False)`` on the same env
-continues the episodes in progress.
+continues the episodes in progress (in-process; actor processes start new episodes at every ``learn``).
+
+``runner="processes"`` runs the actors in processes of this machine (:class:`~sb3_frontier.common.runners.ProcessRunner`),
+each stepping its own copy of the env with a CPU copy of the network (:meth:`ReplayAlgorithm._actor_factory`), so that
+acting overlaps learning; the learner's loop is the same, and its parameters reach the actors after each update phase.
 """
 
 from __future__ import annotations
@@ -30,7 +34,16 @@ from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import safe_mean, should_collect_more_steps
 
-from sb3_frontier.common.runners import RUNNERS, Actor, ActorStep, InProcessRunner, Runner
+from sb3_frontier.common.runners import (
+    RUNNERS,
+    Actor,
+    ActorFactory,
+    ActorStep,
+    InProcessRunner,
+    ProcessRunner,
+    Runner,
+    VecEnvCopy,
+)
 
 SelfReplayAlgorithm = TypeVar("SelfReplayAlgorithm", bound="ReplayAlgorithm")
 
@@ -73,6 +86,13 @@ def check_integer(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+#: The options ``runner_kwargs`` may hold, per runner.
+_RUNNER_OPTIONS: dict[str, set[str]] = {
+    "in-process": set(),
+    "processes": {"n_actors", "sync_every", "queue_size", "start_method", "torch_threads"},
+}
+
+
 class ReplayAlgorithm(BaseAlgorithm):
     """
     Base of algorithms that learn from a replay filled by actors.
@@ -88,7 +108,11 @@ class ReplayAlgorithm(BaseAlgorithm):
     :param batch_size: samples per gradient step
     :param train_freq: collection between update phases: ``n`` VecEnv steps, ``(n, "step")`` or ``(n, "episode")``
     :param gradient_steps: gradient steps per update phase (``-1``: as many as VecEnv steps were collected)
-    :param runner: where the actors run (``"in-process"``: the learner steps its own VecEnv)
+    :param runner: where the actors run: ``"in-process"`` (the learner steps its own VecEnv) or ``"processes"``
+        (actor processes, each with its own copy of the VecEnv)
+    :param runner_kwargs: options of the runner; for ``"processes"``: ``n_actors`` (1), ``sync_every`` (actor steps
+        between parameter reads), ``queue_size``, ``start_method``, ``torch_threads`` (see
+        :class:`~sb3_frontier.common.runners.ProcessRunner`)
     :param policy_kwargs: keyword arguments of the policy
     :param stats_window_size: episodes averaged in the rollout logs
     :param tensorboard_log: tensorboard log directory
@@ -115,6 +139,7 @@ class ReplayAlgorithm(BaseAlgorithm):
         train_freq: int | tuple[int, str],
         gradient_steps: int,
         runner: str = "in-process",
+        runner_kwargs: dict[str, Any] | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -137,6 +162,15 @@ class ReplayAlgorithm(BaseAlgorithm):
         if runner not in RUNNERS:
             raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
         self.runner_kind = runner
+        self.runner_kwargs = dict(runner_kwargs or {})
+        unknown = self.runner_kwargs.keys() - _RUNNER_OPTIONS.get(runner, set())
+        if unknown:
+            raise ValueError(
+                f"Unknown runner_kwargs for runner={runner!r}: {sorted(unknown)} "
+                f"(known: {sorted(_RUNNER_OPTIONS.get(runner, set()))})"
+            )
+        if "n_actors" in self.runner_kwargs:
+            check_integer("runner_kwargs['n_actors']", self.runner_kwargs["n_actors"], 1)
         try:
             super().__init__(
                 policy=policy,
@@ -165,6 +199,19 @@ class ReplayAlgorithm(BaseAlgorithm):
     @abstractmethod
     def _make_actor(self) -> Actor:
         """The in-process actor: algorithm code stepping ``self.env`` with ``self.policy``."""
+
+    def _actor_factory(self, env: VecEnvCopy) -> ActorFactory:
+        """
+        A picklable factory of the actors that run in processes, each with its own env copy and a CPU copy of the
+        network (:attr:`Actor.network`, which receives the parameters of :meth:`_actor_parameters`).
+
+        :param env: the env each actor builds its copy from (``env.build(i)``)
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no actors that run in processes")
+
+    def _actor_parameters(self) -> dict[str, th.Tensor]:
+        """What actor processes load into their network after each update phase (the policy's state dict)."""
+        return self.policy.state_dict()
 
     @abstractmethod
     def _store(self, step: ActorStep) -> None:
@@ -226,8 +273,18 @@ class ReplayAlgorithm(BaseAlgorithm):
 
     # ------------------------------------------------------------------------------------------------------ runner
     def _make_runner(self) -> Runner:
-        assert self.runner_kind == "in-process"
-        return InProcessRunner(self._make_actor())
+        if self.runner_kind == "in-process":
+            return InProcessRunner(self._make_actor())
+        assert self.runner_kind == "processes" and self.env is not None
+        options = dict(self.runner_kwargs)
+        n_actors = options.pop("n_actors", 1)
+        return ProcessRunner(
+            self._actor_factory(VecEnvCopy(self.env, self.seed)),
+            n_actors,
+            self._actor_parameters(),
+            n_envs=self.env.num_envs,
+            **options,
+        )
 
     def _close_runner(self) -> None:
         if self.runner is not None:
@@ -251,7 +308,7 @@ class ReplayAlgorithm(BaseAlgorithm):
                 assert self.env is not None
                 self._last_obs = self.env.reset()  # type: ignore[assignment]
                 env_reset = True
-        if env_reset:
+        if env_reset or not self.runner.shares_learner_network:  # actor processes start at every learn()
             self.runner.reset(self._last_obs)
         self._last_dump_episode = self._episode_num
         return total_timesteps, callback
@@ -312,7 +369,8 @@ class ReplayAlgorithm(BaseAlgorithm):
         """
         assert self.runner is not None
         self.policy.set_training_mode(False)
-        self.runner.sync(None, self._n_updates, self._current_progress_remaining)
+        parameters = None if self.runner.shares_learner_network else self._actor_parameters()
+        self.runner.sync(parameters, self._n_updates, self._current_progress_remaining)
         callback.on_rollout_start()
         n_steps = n_episodes = env_steps = 0
         continue_training = True

@@ -10,6 +10,7 @@ failing that, from ``info["action_mask"]``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,11 +19,12 @@ from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_suppo
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_frontier.algorithms.muzero import mcts
-from sb3_frontier.algorithms.muzero.planning import Planner, check_temperature
+from sb3_frontier.algorithms.muzero.planning import Planner, SearchSettings, check_temperature
 from sb3_frontier.algorithms.muzero.replay import GameSegment, outcome_targets
 from sb3_frontier.common.observations import Obs, obs_stack, obs_take
-from sb3_frontier.common.runners import Actor, ActorStep
+from sb3_frontier.common.runners import Actor, ActorStep, VecEnvCopy
 from sb3_frontier.common.vec_steps import final_observation, split_step
+from sb3_frontier.policies.muzero import MuZeroPolicy
 
 
 def legal_actions(env: VecEnv, infos: Sequence[dict[str, Any]], n_actions: int) -> np.ndarray:
@@ -264,6 +266,32 @@ class SelfPlayActor(Actor):
         ]
 
 
+class SelfPlayActorFactory:
+    """
+    Builds self-play actors in actor processes: each with its own copy of the env, a CPU copy of the network (loaded
+    with the learner's parameters at every sync) and its own random generator.
+
+    :param env: the env copies' source
+    :param policy: the learner's network (copied to the CPU here)
+    :param settings: the search settings
+    :param actor_kwargs: the other arguments of :class:`SelfPlayActor` (segment length, temperature, ...)
+    """
+
+    def __init__(self, env: VecEnvCopy, policy: MuZeroPolicy, settings: SearchSettings, **actor_kwargs: Any) -> None:
+        self.env = env
+        self.policy = copy.deepcopy(policy).to("cpu")
+        self.policy.optimizer = None  # type: ignore[assignment]  # actors do not train
+        self.policy.set_training_mode(False)
+        self.settings = settings
+        self.actor_kwargs = actor_kwargs
+
+    def __call__(self, index: int) -> SelfPlayActor:
+        planner = Planner(self.policy, self.settings, np.random.default_rng(self.env.actor_seed(index)))
+        actor = SelfPlayActor(self.env.build(index), planner, **self.actor_kwargs)
+        actor.network = self.policy
+        return actor
+
+
 def search_statistics(out: mcts.SearchOutput) -> dict[str, float]:
     """
     Diagnostics of a batch of searches (averaged in the logs): search value, visit entropy, tree depth.
@@ -279,4 +307,4 @@ def search_statistics(out: mcts.SearchOutput) -> dict[str, float]:
     }
 
 
-__all__ = ["SegmentBuilder", "SelfPlayActor", "legal_actions", "search_statistics"]
+__all__ = ["SegmentBuilder", "SelfPlayActor", "SelfPlayActorFactory", "legal_actions", "search_statistics"]

@@ -22,13 +22,13 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import obs_as_tensor
 
 from sb3_frontier.algorithms.muzero import mcts
-from sb3_frontier.algorithms.muzero.collection import SelfPlayActor
+from sb3_frontier.algorithms.muzero.collection import SelfPlayActor, SelfPlayActorFactory
 from sb3_frontier.algorithms.muzero.losses import muzero_loss
 from sb3_frontier.algorithms.muzero.planning import Planner, SearchSettings, check_temperature
 from sb3_frontier.algorithms.muzero.replay import MuZeroBatch, MuZeroReplayBuffer
 from sb3_frontier.common.observations import obs_batch_size
 from sb3_frontier.common.replay_algorithm import ReplayAlgorithm, check_integer
-from sb3_frontier.common.runners import ActorStep
+from sb3_frontier.common.runners import ActorStep, VecEnvCopy
 from sb3_frontier.policies.muzero import CnnPolicy, MlpPolicy, MultiInputPolicy, MuZeroPolicy
 
 SelfMuZero = TypeVar("SelfMuZero", bound="MuZero")
@@ -128,7 +128,11 @@ class MuZero(ReplayAlgorithm):
     :param segment_length: sampleable positions per stored segment of a long game
     :param two_player: board-game mode: self-play of both sides, value targets are the final outcome for the
         player to move, rewards are zero and the search flips perspective every ply (needs ``gamma=1``)
-    :param runner: where the self-play actors run (``"in-process"``: the learner steps its VecEnv)
+    :param runner: where the self-play actors run: ``"in-process"`` (the learner steps its VecEnv, acting and
+        learning alternate) or ``"processes"`` (actor processes with their own env copies and a CPU copy of the network,
+        acting while the learner trains; parameters reach them after every update phase)
+    :param runner_kwargs: options of the runner (``"processes"``: ``n_actors``, ``sync_every``, ``queue_size``,
+        ``start_method``, ``torch_threads``; see :class:`~sb3_frontier.common.runners.ProcessRunner`)
     :param stats_window_size: episodes averaged in the rollout logs
     :param tensorboard_log: tensorboard log directory
     :param policy_kwargs: keyword arguments of the policy (network sizes, supports, optimizer)
@@ -186,6 +190,7 @@ class MuZero(ReplayAlgorithm):
         segment_length: int = 200,
         two_player: bool = False,
         runner: str = "in-process",
+        runner_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -253,6 +258,7 @@ class MuZero(ReplayAlgorithm):
             train_freq=train_freq,
             gradient_steps=gradient_steps,
             runner=runner,
+            runner_kwargs=runner_kwargs,
             policy_kwargs=policy_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
@@ -326,17 +332,21 @@ class MuZero(ReplayAlgorithm):
             )
 
     # ------------------------------------------------------------------------------------------------------ acting
+    def _actor_settings(self) -> dict[str, Any]:
+        return {
+            "segment_length": self.segment_length,
+            "lookahead": self.unroll_steps + self.td_steps,
+            "temperature": self.temperature,
+            "temperature_moves": self.temperature_moves,
+            "two_player": self.two_player,
+        }
+
     def _make_actor(self) -> SelfPlayActor:
         assert self.env is not None
-        return SelfPlayActor(
-            self.env,
-            self.planner,
-            segment_length=self.segment_length,
-            lookahead=self.unroll_steps + self.td_steps,
-            temperature=self.temperature,
-            temperature_moves=self.temperature_moves,
-            two_player=self.two_player,
-        )
+        return SelfPlayActor(self.env, self.planner, **self._actor_settings())
+
+    def _actor_factory(self, env: VecEnvCopy) -> SelfPlayActorFactory:
+        return SelfPlayActorFactory(env, self.policy, self.search_settings, **self._actor_settings())
 
     def _store(self, step: ActorStep) -> None:
         assert self.replay_buffer is not None
@@ -345,10 +355,11 @@ class MuZero(ReplayAlgorithm):
             self._warn_if_clipped("reward", self.policy.reward_support, segment.rewards)
 
     def _record_logs(self) -> None:
-        if self.runner is not None:
-            actor = getattr(self.runner, "actor", None)
-            if isinstance(actor, SelfPlayActor) and self.search_algorithm == "muzero":
-                self.logger.record("search/temperature", actor.current_temperature())
+        if self.search_algorithm == "muzero":
+            temperature = self.temperature
+            if callable(temperature):
+                temperature = temperature(self._current_progress_remaining)
+            self.logger.record("search/temperature", float(temperature))
 
     def _warn_if_clipped(self, what: str, support: Any, values: np.ndarray) -> None:
         if what in self._warned or values.size == 0:

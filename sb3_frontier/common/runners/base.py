@@ -8,9 +8,9 @@ A **runner** is transport and lifecycle only: it starts its actors, hands them p
 what they produce, and shuts them down when learning returns, raises or is interrupted. A runner knows nothing of
 the algorithm it serves. The learner's loop reads the same whichever backend runs the actors:
 
-    runner.reset()                                 # new episodes everywhere
+    runner.reset()                                 # new episodes everywhere (actor processes start)
     while learning:
-        runner.sync(parameters, version, progress) # after each update phase
+        runner.sync(parameters, version, progress) # after each update phase (None when the actors share the network)
         for step in runner.step():                 # one VecEnv step of some actor(s)
             replay.add(step.items); callback.on_step()
     runner.close()
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch as th
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Actor(ABC):
     #: version of the parameters the actor acts with, and the learner's progress (see :meth:`sync`)
     policy_version: int = 0
     progress_remaining: float = 1.0
+    #: the network that :meth:`sync` loads parameters into (an actor process's own copy)
+    network: th.nn.Module | None = None
 
     @abstractmethod
     def reset(self, observations: Any | None = None) -> None:
@@ -89,6 +92,10 @@ class Actor(ABC):
         :param version: number of the learner's update that produced them
         :param progress_remaining: SB3's progress, from 1 (start) to 0 (end), for schedules on the acting side
         """
+        if parameters is not None:
+            if self.network is None:
+                raise RuntimeError(f"{type(self).__name__} was given parameters but has no network to load them into")
+            self.network.load_state_dict(parameters)
         self.policy_version = version
         self.progress_remaining = progress_remaining
 
@@ -104,6 +111,8 @@ class Runner(ABC):
     """Transport and lifecycle of actors; the same interface for every backend."""
 
     n_actors: int
+    #: whether the actors act with the learner's own network (then :meth:`sync` needs no parameters)
+    shares_learner_network: bool = True
 
     @abstractmethod
     def reset(self, observations: Any | None = None) -> None:

@@ -1,0 +1,348 @@
+"""The local-process backend: actor processes on this machine, each with its own envs and a CPU copy of the network.
+
+Acting overlaps learning: the actors step their envs and run the behaviour policy while the learner trains, and the
+learner's loop only waits when no actor step is ready. What crosses process boundaries:
+
+- **parameters**, learner to actors, through one copy of the state dict in shared memory with a version number:
+  :meth:`ProcessRunner.sync` writes it, each actor reads it when the version changed, at most every ``sync_every`` of
+  its steps (R2D2's actors pull every 400 steps);
+- **actor steps**, actors to learner, through a bounded queue: an actor waits when ``queue_size`` of its steps are not
+  yet consumed, so the learner's replay ratio holds and the policy lag stays bounded (both are logged).
+
+Lifecycle: the processes start at the first :meth:`~ProcessRunner.reset` and stop in :meth:`~ProcessRunner.close`
+(which the learner calls when ``learn()`` returns, raises or is interrupted), and with the runner's owner at exit in any
+case. An actor that raises sends its traceback, which the learner raises as :class:`ActorError`; an actor process that
+dies (killed, out of memory) is reported at the learner's next :meth:`~ProcessRunner.step`, not waited on. Actor
+processes ignore Ctrl-C: the learner receives it and stops them.
+
+The default start method is ``"fork"`` where the platform has it: the actors inherit the envs the learner was given
+(Atari envs cannot be pickled), as PyTorch's DataLoader workers do, and run one torch thread. ``"spawn"`` and
+``"forkserver"`` need an actor factory that pickles (envs wrapped in SB3's ``CloudpickleWrapper``, for example).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import queue as queue_module
+import signal
+import time
+import traceback
+import weakref
+from collections.abc import Mapping
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper
+
+from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner
+
+
+class ActorError(RuntimeError):
+    """An actor raised or its process died; the message holds the actor's traceback or exit code."""
+
+
+class SharedParameters:
+    """
+    A state dict in shared memory with a version number: written by the learner, read by the actors.
+
+    Every entry keeps its own dtype and shape; readers take a consistent copy under the lock.
+
+    :param template: a state dict whose names, dtypes and shapes fix the layout (its values are the version 0)
+    :param context: the multiprocessing context of the processes that share it
+    """
+
+    def __init__(self, template: Mapping[str, th.Tensor], context: Any) -> None:
+        self.tensors = {name: value.detach().to("cpu", copy=True).share_memory_() for name, value in template.items()}
+        self.lock = context.Lock()
+        self.version = context.Value("q", 0, lock=False)
+        self.progress_remaining = context.Value("d", 1.0, lock=False)
+
+    def write(self, state_dict: Mapping[str, th.Tensor], version: int, progress_remaining: float) -> None:
+        """Copy ``state_dict`` (same names and shapes as the template) in, with its version and the learner's progress."""
+        missing = self.tensors.keys() - state_dict.keys()
+        if missing:
+            raise KeyError(f"The parameters lack {sorted(missing)} of the actors' network")
+        with self.lock, th.no_grad():
+            for name, shared in self.tensors.items():
+                shared.copy_(state_dict[name])
+            self.version.value = int(version)
+            self.progress_remaining.value = float(progress_remaining)
+
+    def read(self, known_version: int) -> tuple[dict[str, th.Tensor] | None, int, float]:
+        """
+        A private copy of the parameters if their version differs from ``known_version``.
+
+        :return: (parameters or None when unchanged, version, the learner's progress remaining)
+        """
+        with self.lock:
+            version, progress = int(self.version.value), float(self.progress_remaining.value)
+            if version == known_version:
+                return None, version, progress
+            return {name: shared.clone() for name, shared in self.tensors.items()}, version, progress
+
+
+class VecEnvCopy:
+    """
+    The learner's VecEnv as an actor process receives it: inherited under ``fork``, cloudpickled under ``spawn``; each
+    actor's copy is reseeded so that no two actors replay the same episodes.
+
+    :param env: the VecEnv (with its VecEnv wrappers: frame stacking, transposition)
+    :param seed: actor ``i`` seeds its envs from ``seed + i * env.num_envs`` (actor 0 as the in-process learner would);
+        None draws fresh seeds
+    """
+
+    def __init__(self, env: VecEnv, seed: int | None) -> None:
+        self._env = CloudpickleWrapper(env)
+        self.num_envs = env.num_envs
+        self.seed = seed
+
+    def build(self, index: int) -> VecEnv:
+        """Actor ``index``'s copy, reseeded."""
+        env: VecEnv = self._env.var
+        seed = self.seed if self.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        env.seed(seed + index * self.num_envs)
+        return env
+
+    def actor_seed(self, index: int) -> int | None:
+        """A seed for actor ``index``'s own random numbers (exploration), or None."""
+        return None if self.seed is None else self.seed + 7919 * (index + 1)
+
+
+def _put(channel: Any, message: tuple[Any, ...], stop: Any) -> bool:
+    """Put ``message`` on the bounded queue, waiting for room unless the runner is stopping."""
+    while not stop.is_set():
+        try:
+            channel.put(message, timeout=0.1)
+            return True
+        except queue_module.Full:
+            continue
+    return False
+
+
+def _actor_main(
+    index: int,
+    factory: ActorFactory,
+    parameters: SharedParameters,
+    channel: Any,
+    stop: Any,
+    sync_every: int,
+    torch_threads: int,
+) -> None:
+    """Body of an actor process: build the actor, then step it, pulling parameters, until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the learner, which stops the actors
+    th.set_num_threads(torch_threads)
+    th.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))  # forked actors do not share torch's stream
+    actor = None
+    try:
+        actor = factory(index)
+        version = -1
+        actor.reset()
+        steps = 0
+        while not stop.is_set():
+            if steps % sync_every == 0:
+                state, version, progress = parameters.read(version)
+                actor.sync(state, version, progress)
+            step = actor.step()
+            step.actor = index
+            if not _put(channel, ("step", index, step), stop):
+                break
+            steps += 1
+    except BaseException:  # everything an actor raises goes to the learner
+        if not stop.is_set():
+            _put(channel, ("error", index, traceback.format_exc()), stop)
+    finally:
+        if actor is not None:
+            with contextlib.suppress(Exception):
+                actor.close()
+        if stop.is_set():  # the learner no longer reads: do not wait for the queue to flush at exit
+            channel.cancel_join_thread()
+
+
+def _shutdown(processes: list[BaseProcess], stop: Any, channel: Any, timeout: float) -> None:
+    """Stop the actor processes: ask, drain the queue while they finish, then terminate and kill stragglers."""
+    stop.set()
+    deadline = time.monotonic() + timeout
+    while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
+        with contextlib.suppress(queue_module.Empty, OSError, EOFError, ValueError):
+            while True:
+                channel.get_nowait()
+        time.sleep(0.01)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+            process.join(1.0)
+        if process.is_alive():
+            process.kill()
+        process.join(1.0)
+    with contextlib.suppress(Exception):
+        channel.close()
+        channel.cancel_join_thread()
+
+
+class ProcessRunner(Runner):
+    """
+    Runs ``n_actors`` actors in processes of this machine (see the module docstring for what crosses between them).
+
+    :param factory: builds actor ``i`` inside its process (owning its envs and a CPU copy of the network)
+    :param n_actors: number of actor processes
+    :param parameters: the network's state dict at start (fixes the shared layout; later ones come by :meth:`sync`)
+    :param n_envs: envs each actor steps (the environment steps of one actor step)
+    :param sync_every: actor steps between two reads of the parameters (read only when their version changed)
+    :param queue_size: actor steps waiting for the learner before the actors wait (at least ``n_actors``)
+    :param start_method: multiprocessing start method (None: ``"fork"`` where available, else ``"spawn"``)
+    :param torch_threads: torch threads of each actor process
+    :param poll_interval: seconds between liveness checks while the learner waits for a step
+    :param shutdown_timeout: seconds the actors get to stop before they are terminated
+    """
+
+    shares_learner_network = False
+
+    def __init__(
+        self,
+        factory: ActorFactory,
+        n_actors: int,
+        parameters: Mapping[str, th.Tensor],
+        n_envs: int,
+        sync_every: int = 1,
+        queue_size: int | None = None,
+        start_method: str | None = None,
+        torch_threads: int = 1,
+        poll_interval: float = 0.1,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        if n_actors < 1:
+            raise ValueError(f"n_actors must be >= 1, got {n_actors}")
+        if sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1 actor step, got {sync_every}")
+        if start_method is None:
+            start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        self.context: Any = mp.get_context(start_method)
+        self.factory = factory
+        self.n_actors = n_actors
+        self.n_envs = n_envs
+        self.sync_every = sync_every
+        self.queue_size = max(queue_size if queue_size is not None else 2 * n_actors, n_actors)
+        self.torch_threads = torch_threads
+        self.poll_interval = poll_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.parameters = SharedParameters(parameters, self.context)
+        self.version = 0
+        self._processes: list[BaseProcess] = []
+        self._channel: Any = None
+        self._stop: Any = None
+        self._finalizer: weakref.finalize | None = None
+
+    # ------------------------------------------------------------------------------------------------- lifecycle
+    @property
+    def running(self) -> bool:
+        """Whether the actor processes were started and not closed."""
+        return bool(self._processes)
+
+    def reset(self, observations: Any | None = None) -> None:
+        """(Re)start the actor processes: every actor builds its envs and starts new episodes (``observations`` unused)."""
+        self.close()
+        self._channel = self.context.Queue(self.queue_size)
+        self._stop = self.context.Event()
+        for index in range(self.n_actors):
+            process = self.context.Process(
+                target=_actor_main,
+                args=(
+                    index,
+                    self.factory,
+                    self.parameters,
+                    self._channel,
+                    self._stop,
+                    self.sync_every,
+                    self.torch_threads,
+                ),
+                name=f"sb3-frontier-actor-{index}",
+                daemon=True,
+            )
+            try:
+                process.start()
+            except Exception as error:  # spawn/forkserver pickle the factory here
+                _shutdown(self._processes, self._stop, self._channel, self.shutdown_timeout)
+                self._processes = []
+                raise RuntimeError(
+                    f"Could not start actor process {index} with start_method={self.context.get_start_method()!r}: "
+                    f"{error}. 'spawn' and 'forkserver' pickle the actor factory and its envs (Atari envs do not "
+                    "pickle); 'fork' inherits them."
+                ) from error
+            self._processes.append(process)
+        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._stop, self._channel, self.shutdown_timeout)
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()  # runs _shutdown once
+            self._finalizer = None
+        self._processes = []
+        self._channel = self._stop = None
+
+    # ------------------------------------------------------------------------------------------------- transport
+    def sync(self, parameters: Mapping[str, th.Tensor] | None, version: int, progress_remaining: float) -> None:
+        if parameters is None:
+            raise ValueError("Actor processes hold their own network: sync() needs the learner's state dict")
+        self.parameters.write(parameters, version, progress_remaining)
+        self.version = int(version)
+
+    def step(self) -> list[ActorStep]:
+        """The actor steps ready now (waiting for the first one), each tagged with its policy lag in updates."""
+        if not self.running:
+            raise RuntimeError("The actor processes are not running: reset() the runner first")
+        self._check_alive()  # a dead actor is reported even while the others keep the queue full
+        messages = [self._next_message()]
+        while len(messages) < self.n_actors:
+            try:
+                messages.append(self._channel.get_nowait())
+            except queue_module.Empty:
+                break
+        steps = []
+        for message in messages:
+            step = self._unpack(message)
+            step.stats = {**step.stats, "runner/policy_lag": float(self.version - step.policy_version)}
+            steps.append(step)
+        return steps
+
+    def _next_message(self) -> tuple[Any, ...]:
+        while True:
+            try:
+                return self._channel.get(timeout=self.poll_interval)
+            except queue_module.Empty:
+                self._check_alive()
+
+    def _unpack(self, message: tuple[Any, ...]) -> ActorStep:
+        kind, index, payload = message
+        if kind == "error":
+            self.close()
+            raise ActorError(f"Actor {index} raised:\n{payload}")
+        return payload
+
+    def _check_alive(self) -> None:
+        dead = [(i, p) for i, p in enumerate(self._processes) if not p.is_alive()]
+        if not dead:
+            return
+        with contextlib.suppress(queue_module.Empty):  # an actor that raised sent its traceback before exiting
+            for _ in range(self.queue_size + self.n_actors):  # bounded: the live actors keep putting steps
+                message = self._channel.get(timeout=self.poll_interval)
+                if message[0] == "error":
+                    self._unpack(message)
+        index, process = dead[0]
+        exitcode = process.exitcode
+        self.close()
+        raise ActorError(f"Actor process {index} (pid {process.pid}) died with exit code {exitcode}")
+
+    @property
+    def env_steps_per_step(self) -> int:
+        return self.n_envs
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running actors."""
+        return [p.pid for p in self._processes if p.pid is not None]
+
+
+__all__ = ["ActorError", "ProcessRunner", "SharedParameters", "VecEnvCopy"]

@@ -1,0 +1,294 @@
+"""The runner backends: the local-process runner's transport (parameters, steps, policy lag) and lifecycle (errors,
+dead actors, shutdown), and MuZero learning with actor processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from sb3_frontier import MuZero
+from sb3_frontier.common.runners import Actor, ActorError, ActorStep, ProcessRunner, SharedParameters, VecEnvCopy
+
+TINY = dict(hidden_dim=16, net_arch=[16])
+
+
+class CountingActor(Actor):
+    """Steps a VecEnv with random actions; reports the sum of its network's weight, so parameter sync is visible."""
+
+    def __init__(self, env: VecEnv, index: int, fail_after: int | None = None) -> None:
+        self.env = env
+        self.n_envs = env.num_envs
+        self.index = index
+        self.network = th.nn.Linear(2, 1)
+        self.fail_after = fail_after
+        self.steps = 0
+
+    def reset(self, observations=None) -> None:
+        self.obs = self.env.reset()
+
+    def step(self) -> ActorStep:
+        self.steps += 1
+        if self.fail_after is not None and self.steps > self.fail_after:
+            raise FloatingPointError(f"actor {self.index} broke at step {self.steps}")
+        actions = np.array([self.env.action_space.sample() for _ in range(self.n_envs)])
+        self.obs, rewards, dones, infos = self.env.step(actions)
+        weight = float(self.network.weight.detach().sum())
+        return ActorStep(
+            items=[(self.index, self.steps, self.obs[0].copy())],
+            rewards=rewards,
+            dones=dones,
+            infos=list(infos),
+            policy_version=self.policy_version,
+            stats={"weight": weight},
+        )
+
+
+class CountingFactory:
+    def __init__(self, env: VecEnvCopy, fail_after: int | None = None) -> None:
+        self.env = env
+        self.fail_after = fail_after
+
+    def __call__(self, index: int) -> CountingActor:
+        return CountingActor(self.env.build(index), index, self.fail_after)
+
+
+def make_runner(n_actors: int = 2, seed: int | None = 0, fail_after: int | None = None, **kwargs) -> ProcessRunner:
+    env = make_vec_env("CartPole-v1", n_envs=2)
+    return ProcessRunner(
+        CountingFactory(VecEnvCopy(env, seed), fail_after), n_actors, th.nn.Linear(2, 1).state_dict(), 2, **kwargs
+    )
+
+
+def alive(pids: list[int]) -> list[int]:
+    """The pids that still run (zombies reaped by the runner do not)."""
+    running = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        running.append(pid)
+    return running
+
+
+def gather(runner: ProcessRunner, n: int) -> list[ActorStep]:
+    steps: list[ActorStep] = []
+    while len(steps) < n:
+        steps.extend(runner.step())
+    return steps
+
+
+def test_shared_parameters_copy_on_read_only_when_the_version_changed():
+    import multiprocessing as mp
+
+    template = {"w": th.zeros(3), "n": th.zeros((), dtype=th.long)}
+    shared = SharedParameters(template, mp.get_context("fork"))
+    state, version, progress = shared.read(known_version=0)
+    assert state is None and version == 0 and progress == 1.0
+    shared.write({"w": th.tensor([1.0, 2.0, 3.0]), "n": th.tensor(7)}, version=4, progress_remaining=0.25)
+    state, version, progress = shared.read(known_version=0)
+    assert version == 4 and progress == 0.25
+    assert state is not None and state["w"].tolist() == [1.0, 2.0, 3.0] and state["n"].dtype == th.long
+    state["w"] += 1  # a private copy: the shared one is unchanged
+    assert shared.tensors["w"].tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(KeyError, match="lack"):
+        shared.write({"w": th.zeros(3)}, version=5, progress_remaining=0.0)
+
+
+def test_process_runner_gathers_steps_from_every_actor_and_delivers_parameters():
+    runner = make_runner(n_actors=2)
+    try:
+        runner.reset()
+        first = gather(runner, 10)
+        deadline = time.monotonic() + 30
+        while {step.actor for step in first} != {0, 1} and time.monotonic() < deadline:
+            first.extend(runner.step())
+        assert {step.actor for step in first} == {0, 1}
+        assert all(step.n_env_steps == 2 for step in first)
+        assert all(step.policy_version == 0 for step in first)
+        # New parameters with a version: every actor acts with them (weight sum 2 * 3) after its next read.
+        runner.sync({"weight": th.full((1, 2), 3.0), "bias": th.zeros(1)}, version=5, progress_remaining=0.5)
+        deadline = time.monotonic() + 30
+        seen: dict[int, ActorStep] = {}
+        while len(seen) < 2 and time.monotonic() < deadline:
+            for step in runner.step():
+                if step.policy_version == 5:
+                    seen[step.actor] = step
+        assert set(seen) == {0, 1}
+        assert all(step.stats["weight"] == pytest.approx(6.0) for step in seen.values())
+        assert all(step.stats["runner/policy_lag"] == 0.0 for step in seen.values())
+    finally:
+        runner.close()
+
+
+def test_process_runner_actors_play_different_episodes():
+    runner = make_runner(n_actors=2, seed=3)
+    try:
+        runner.reset()
+        first_obs: dict[int, np.ndarray] = {}
+        deadline = time.monotonic() + 30
+        while len(first_obs) < 2 and time.monotonic() < deadline:
+            for step in runner.step():
+                actor, _count, obs = step.items[0]
+                first_obs.setdefault(actor, obs)
+        assert not np.allclose(first_obs[0], first_obs[1])  # reseeded copies, not the same inherited env
+    finally:
+        runner.close()
+
+
+def test_process_runner_policy_lag_counts_updates_since_the_acting_parameters():
+    runner = make_runner(n_actors=1, sync_every=10_000)  # the actor reads the parameters once, at its first step
+    try:
+        runner.reset()
+        gather(runner, 2)
+        runner.sync({"weight": th.zeros(1, 2), "bias": th.zeros(1)}, version=7, progress_remaining=0.5)
+        lags = [step.stats["runner/policy_lag"] for step in gather(runner, 3)]
+        assert lags[-1] == 7.0  # still acting with version 0
+    finally:
+        runner.close()
+
+
+def test_process_runner_raises_the_actors_traceback_and_stops_everything():
+    runner = make_runner(n_actors=2, fail_after=3)
+    runner.reset()
+    pids = runner.pids
+    with pytest.raises(ActorError, match=r"FloatingPointError: actor \d broke at step 4"):
+        gather(runner, 1000)
+    assert not runner.running
+    deadline = time.monotonic() + 10
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive(pids) == []
+
+
+def test_process_runner_reports_a_killed_actor_instead_of_waiting():
+    runner = make_runner(n_actors=2, queue_size=2)
+    runner.reset()
+    gather(runner, 2)
+    victim = runner.pids[1]
+    os.kill(victim, signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(ActorError, match=r"died with exit code -9"):
+        gather(runner, 10_000)  # the other actor blocks on the full queue: the dead one must be noticed
+    assert time.monotonic() - start < 15
+    assert alive(runner.pids) == []
+
+
+def test_process_runner_close_stops_blocked_actors_and_is_idempotent():
+    runner = make_runner(n_actors=2, queue_size=2)
+    runner.reset()
+    gather(runner, 1)
+    pids = runner.pids
+    time.sleep(0.3)  # actors now wait on the full queue
+    start = time.monotonic()
+    runner.close()
+    runner.close()
+    assert time.monotonic() - start < 10
+    assert alive(pids) == []
+    with pytest.raises(RuntimeError, match="not running"):
+        runner.step()
+
+
+def test_process_runner_rejects_bad_options():
+    env = make_vec_env("CartPole-v1", n_envs=1)
+    params = th.nn.Linear(2, 1).state_dict()
+    with pytest.raises(ValueError, match="n_actors"):
+        ProcessRunner(CountingFactory(VecEnvCopy(env, 0)), 0, params, 1)
+    with pytest.raises(ValueError, match="sync_every"):
+        ProcessRunner(CountingFactory(VecEnvCopy(env, 0)), 1, params, 1, sync_every=0)
+    with pytest.raises(ValueError, match="needs the learner's state dict"):
+        ProcessRunner(CountingFactory(VecEnvCopy(env, 0)), 1, params, 1).sync(None, 1, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------- with MuZero
+def tiny_muzero(env, **kwargs) -> MuZero:
+    options = dict(num_simulations=4, learning_starts=50, batch_size=16, buffer_size=2000, seed=0, policy_kwargs=TINY)
+    return MuZero("MlpPolicy", env, runner="processes", **{**options, **kwargs})
+
+
+def test_muzero_learns_with_actor_processes_and_leaves_none_behind():
+    model = tiny_muzero(make_vec_env("CartPole-v1", n_envs=2), runner_kwargs={"n_actors": 2})
+    pids: list[int] = []
+
+    class Watch(BaseCallback):
+        def _on_step(self) -> bool:
+            if not pids:
+                pids.extend(self.model.runner.pids)
+            return True
+
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    model.learn(400, callback=Watch())
+    assert model.num_timesteps >= 400
+    assert len(model.replay_buffer) > 0 and model._n_updates > 0
+    assert any(not th.equal(before[k], v) for k, v in model.policy.state_dict().items())
+    assert len(pids) == 2
+    assert alive(pids) == []
+    # Learning continues with new actor processes; the counters carry on.
+    steps = model.num_timesteps
+    model.learn(200, reset_num_timesteps=False)
+    assert model.num_timesteps >= steps + 200
+
+
+def test_muzero_actor_processes_stop_when_learning_is_interrupted():
+    model = tiny_muzero(make_vec_env("CartPole-v1", n_envs=2))
+    pids: list[int] = []
+
+    class CtrlC(BaseCallback):
+        def _on_step(self) -> bool:
+            pids.extend(self.model.runner.pids)
+            if self.num_timesteps >= 100:
+                raise KeyboardInterrupt
+            return True
+
+    with pytest.raises(KeyboardInterrupt):
+        model.learn(10_000, callback=CtrlC())
+    assert pids and alive(sorted(set(pids))) == []
+
+
+class BrokenEnv(gym.Env):
+    """Raises on the fifth step."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t == 5:
+            raise OSError("the emulator lost its ROM")
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+
+def test_an_env_that_raises_in_an_actor_reaches_the_caller_with_its_traceback():
+    model = tiny_muzero(DummyVecEnv([BrokenEnv]))
+    with pytest.raises(ActorError, match="the emulator lost its ROM"):
+        model.learn(1000)
+    assert not model.runner.running
+
+
+def test_muzero_actor_processes_with_spawn():
+    model = tiny_muzero(make_vec_env("CartPole-v1", n_envs=2), runner_kwargs={"start_method": "spawn"})
+    model.learn(200)
+    assert model.num_timesteps >= 200 and len(model.replay_buffer) > 0
+
+
+def test_unknown_runner_options_are_rejected():
+    with pytest.raises(ValueError, match="Unknown runner_kwargs"):
+        MuZero("MlpPolicy", "CartPole-v1", runner="processes", runner_kwargs={"actors": 2})
+    with pytest.raises(ValueError, match="Unknown runner_kwargs"):
+        MuZero("MlpPolicy", "CartPole-v1", runner_kwargs={"n_actors": 2})  # in-process has no options
+    with pytest.raises(ValueError, match="n_actors"):
+        MuZero("MlpPolicy", "CartPole-v1", runner="processes", runner_kwargs={"n_actors": 0})
