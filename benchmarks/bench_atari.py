@@ -4,9 +4,10 @@ Paper preprocessing (Schrittwieser et al. 2020, Appendix F): no reward clipping 
 and categorical supports instead), no episode end on a lost life, 96x96 grey frames, 4 stacked; ALE v5's sticky
 actions are kept. Reports environment steps per second of the whole loop (search, acting, replay, training) beside
 SB3's DQN on the same env and preprocessing (``CnnPolicy``, its default training frequency), as context, for MuZero
-(50 simulations, the paper's) and Gumbel MuZero (16 simulations). One more ``learn(N)`` of each, with timers around
-its phases, gives the profile: where the time goes (search network calls and bookkeeping, env stepping, training's
-sampling, bootstrap, Reanalyze, forward, backward and optimizer).
+(50 simulations, the paper's) and Gumbel MuZero (16 simulations); then each with its self-play in an actor process
+(``runner="processes"``: acting overlaps learning on the second core) beside the same settings in-process. One more
+``learn(N)`` of each, with timers around its phases, gives the profile: where the time goes (search network calls and
+bookkeeping, env stepping, training's sampling, bootstrap, Reanalyze, forward, backward and optimizer).
 
     python -m benchmarks.bench_atari [--steps 2000] [--repeats 3] [--threads 1] [--device auto] [--no-profile]
 """
@@ -18,7 +19,7 @@ import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ale_py
@@ -45,11 +46,14 @@ class Variant:
     :param label: its name in the tables
     :param search: ``"muzero"`` or ``"gumbel"``
     :param num_simulations: simulations per search
+    :param runner: ``"in-process"`` (acting and learning alternate) or ``"processes"`` (an actor process acts while
+        the learner trains)
     """
 
     label: str
     search: str
     num_simulations: int
+    runner: str = "in-process"
 
 
 def paper_atari_env(env_id: str = "ALE/Pong-v5", n_envs: int = 4, seed: int = 0) -> VecEnv:
@@ -75,6 +79,7 @@ def make_muzero(env: VecEnv, steps: int, device: str, variant: Variant) -> MuZer
         num_simulations=variant.num_simulations,
         search=variant.search,
         buffer_size=20_000,
+        runner=variant.runner,
         device=device,
         seed=0,
     )
@@ -310,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
+    parser.add_argument("--no-processes", action="store_true", help="skip the actor-process rows")
     parser.add_argument("--name", default="bench_atari", help="results.md section / output file stem")
     args = parser.parse_args(argv)
     if args.threads > 0:
@@ -329,13 +335,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for variant in variants
     ]
+    if not args.no_processes:
+        pairs += [
+            Pair(
+                f"{variant.label}: actor process vs in-process, Pong-v5 learn({args.steps}), {args.n_envs} envs, {device}",
+                muzero_rate(args.steps, args.n_envs, device, replace(variant, runner="processes")),
+                muzero_rate(args.steps, args.n_envs, device, variant),
+                "env steps/s",
+                ours_label="MuZero, runner='processes' (1 actor)",
+                peer_label="MuZero, runner='in-process'",
+            )
+            for variant in variants
+        ]
     results = run_pairs(pairs, repeats=args.repeats, warmup=0)
     notes = (
         f"Whole training loop, {args.steps} environment steps, learning from step {args.steps // 4}; MuZero searches "
         f"every step of every env (batch of {args.n_envs} roots) and trains with batches of 64 five-step unrolls, one "
         f"gradient step per VecEnv step once the replay holds a finished segment; DQN is SB3's with batch 32 and its "
         f"default train_freq=4 (measured again beside each MuZero row). Device: {device}; torch threads: "
-        f"{th.get_num_threads()}. The ratio says how much the search costs against a model-free learner, not a defect."
+        f"{th.get_num_threads()}. The ratio to DQN says how much the search costs against a model-free learner, not a "
+        "defect. The actor-process rows run the same settings (the same gradient steps per environment step) with "
+        "the self-play in one actor process that acts with parameters synced after every update phase (policy lag "
+        "at most the queue of 2 steps) while the learner trains."
     )
     profiles = []
     if not args.no_profile:
