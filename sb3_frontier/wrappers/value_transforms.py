@@ -183,6 +183,18 @@ class ValueRescaling:
         """
         return _apply_elementwise(_h_inv, y, self.eps)
 
+    def bellman_target(self, rewards: Any, discounts: Any, next_values: Any) -> Any:
+        """
+        The transformed Bellman target h(r + discount * h^-1(v)) (Pohlen et al. 2018, eq. 4): values live in h-space,
+        so the bootstrap leaves it, takes the (n-step, discounted) reward, and returns.
+
+        :param rewards: (n-step discounted) rewards, [...]
+        :param discounts: discount of the bootstrap, 0 where the episode terminated (gamma^k after k steps), [...]
+        :param next_values: bootstrap values in h-space (e.g. max_a Q_target(s', a)), [...]
+        :return: targets in h-space, [...] (broadcast of the three; tensors in, tensor out)
+        """
+        return self.transform(rewards + discounts * self.inverse(next_values))
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ValueRescaling):
             return NotImplemented
