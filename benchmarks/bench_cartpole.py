@@ -1,7 +1,7 @@
 """Sample efficiency on CartPole-v1: environment steps and wall-clock until the deterministic evaluation mean
-(10 episodes) reaches 475 **and stays there** to the end of the budget (BENCHMARKS.md), for MuZero (our zoo config),
-Gumbel MuZero (the same config searching with Gumbel MuZero at few simulations) beside SB3's PPO and DQN with
-rl-zoo3's tuned hyperparameters, in the same process, seeds run one after the other with the algorithm order rotated.
+(10 episodes) reaches 475 **and stays there** to the end of the budget (BENCHMARKS.md), for Gumbel MuZero (our zoo
+config: 8 simulations) and MuZero (the same config with MuZero's own search at 25 simulations) beside SB3's PPO and
+DQN with rl-zoo3's tuned hyperparameters, in the same process, seeds run one after the other with the algorithm order rotated.
 
     python -m benchmarks.bench_cartpole [--seeds 5] [--eval-every 1000] [--algos muzero gumbel ppo dqn] [--jobs 1]
 
@@ -33,8 +33,8 @@ ENV_ID = "CartPole-v1"
 THRESHOLD = 475.0
 #: name -> (zoo algorithm, class, arguments over the zoo entry)
 ALGOS: dict[str, tuple[str, type, dict[str, Any]]] = {
-    "muzero": ("muzero", MuZero, {}),
-    "gumbel": ("muzero", MuZero, {"search": "gumbel", "num_simulations": 8, "value_scale": 0.03}),
+    "muzero": ("muzero", MuZero, {"search": "muzero", "num_simulations": 25}),
+    "gumbel": ("muzero", MuZero, {}),
     "ppo": ("ppo", PPO, {}),
     "dqn": ("dqn", DQN, {}),
 }
@@ -140,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=sorted(ALGOS))
     parser.add_argument("--muzero-budget", type=int, default=None, help="MuZero's step budget (default: its zoo config)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (worker processes, one torch thread each)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the plot and results.md from the JSON")
     args = parser.parse_args(argv)
+    if args.report_only:
+        report()
+        return
     th.set_num_threads(1)
     tasks = []
     for seed in range(args.seeds):
@@ -151,13 +155,47 @@ def main(argv: Sequence[str] | None = None) -> None:
             runs = list(pool.map(_run_task, tasks))
     else:
         runs = [run_one(*task) for task in tasks]
-    summaries = [summarize(runs, name) for name in args.algos]
-
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     info = environment_info()
+    command = command_line("benchmarks.bench_cartpole", argv)
     (OUT_DIR / "cartpole_sample_efficiency.json").write_text(
-        json.dumps({"environment": info, "threshold": THRESHOLD, "runs": runs, "summaries": summaries}, indent=2)
+        json.dumps(
+            {
+                "environment": info,
+                "command": command,
+                "threshold": THRESHOLD,
+                "eval_every": args.eval_every,
+                "jobs": args.jobs,
+                "runs": runs,
+            },
+            indent=2,
+        )
     )
+    report()
+
+
+def seed_table(runs: list[dict[str, Any]], algos: list[str]) -> list[str]:
+    """One row per algorithm, one column per seed: reached and stayed from (steps, training s), or the final return."""
+    seeds = sorted({r["seed"] for r in runs})
+    lines = ["| algorithm | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for name in algos:
+        cells = []
+        for seed in seeds:
+            run = next(r for r in runs if r["algo"] == name and r["seed"] == seed)
+            if run["stayed_steps"] is not None:
+                cells.append(f"{run['stayed_steps']:,} ({run['stayed_seconds']:.0f} s)")
+            else:
+                cells.append(f"never (final {run['final']:.1f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def report() -> None:
+    """Write the plot and the results.md section from ``benchmarks/out/cartpole_sample_efficiency.json``."""
+    data = json.loads((OUT_DIR / "cartpole_sample_efficiency.json").read_text())
+    info, runs, command, jobs = data["environment"], data["runs"], data["command"], data["jobs"]
+    algos = list(dict.fromkeys(r["algo"] for r in runs))
+    summaries = [summarize(runs, name) for name in algos]
     plot(runs, OUT_DIR / "cartpole_sample_efficiency.png")
     ratios = []
     for ours in (s for s in summaries if s["algo"] in OURS and "stayed_steps" in s):
@@ -165,21 +203,37 @@ def main(argv: Sequence[str] | None = None) -> None:
             steps = statistics.median(ours["stayed_steps"]) / statistics.median(peer["stayed_steps"])
             seconds = statistics.median(ours["stayed_seconds"]) / statistics.median(peer["stayed_seconds"])
             ratios.append(f"{ours['algo']}/{peer['algo']}: steps {steps:.2f}, wall-clock {seconds:.2f}")
-    command = command_line("benchmarks.bench_cartpole", argv)
+    both = [
+        (g, m)
+        for g in runs
+        for m in runs
+        if g["algo"] == "gumbel" and m["algo"] == "muzero" and g["seed"] == m["seed"]
+        if g["stayed_steps"] is not None and m["stayed_steps"] is not None
+    ]
+    if both:
+        ratios.append(
+            f"gumbel/muzero on the {len(both)} seeds where both stayed (per seed): steps "
+            + ", ".join(f"{g['stayed_steps'] / m['stayed_steps']:.2f}" for g, m in both)
+            + "; wall-clock "
+            + ", ".join(f"{g['stayed_seconds'] / m['stayed_seconds']:.2f}" for g, m in both)
+        )
     section = (
         f"## Sample efficiency on {ENV_ID}: reached {THRESHOLD:.0f} and stayed there\n\n"
         f"Command: `{command}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch thread. "
         "Raw curves: `benchmarks/out/cartpole_sample_efficiency.json`; "
         "plot: `benchmarks/out/cartpole_sample_efficiency.png`.\n\n"
         + "\n".join(table(summaries))
+        + "\n\nPer seed, reached 475 and stayed from (environment steps, training seconds to it):\n\n"
+        + "\n".join(seed_table(runs, algos))
         + "\n\n"
         + ("Ratios of medians, reached and stayed (lower is better): " + "; ".join(ratios) + ".\n\n" if ratios else "")
-        + f"{args.seeds} seeds; every run trains for its whole budget, evaluated every {args.eval_every} environment steps "
-        "and at the end (10 episodes, deterministic). Headline: the first evaluation at or above 475 after which every "
-        "later one stays there. muzero: `sb3_frontier/zoo_configs/muzero.yml`; gumbel: the same entry with "
-        + ", ".join(f"`{key}={value!r}`" for key, value in ALGOS["gumbel"][2].items())
+        + f"{len({r['seed'] for r in runs})} seeds; every run trains for its whole budget, evaluated every "
+        f"{data['eval_every']} environment steps and at the end (10 episodes, deterministic). Headline: the first "
+        "evaluation at or above 475 after which every later one stays there. gumbel: the `CartPole-v1` entry of "
+        "`sb3_frontier/zoo_configs/muzero.yml` (Gumbel MuZero, 8 simulations); muzero: the same entry with "
+        + ", ".join(f"`{key}={value!r}`" for key, value in ALGOS["muzero"][2].items())
         + "; PPO and DQN: rl-zoo3's tuned `ppo.yml`/`dqn.yml`. Evaluation time is excluded from the wall-clock"
-        + (f"; {args.jobs} runs at a time, each in its own process on its own core." if args.jobs > 1 else ".")
+        + (f"; {jobs} runs at a time, each in its own process on its own core." if jobs > 1 else ".")
     )
     update_results_section("bench_cartpole", section)
     print(section)

@@ -51,8 +51,9 @@ def main(argv: Sequence[str] | None = None) -> float:
     rewards, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True, return_episode_rewards=True)
     mean, std = float(np.mean(rewards)), float(np.std(rewards))
     verdict = "solved" if mean >= SOLVED else f"not solved (CartPole-v1 is solved at {SOLVED:.0f})"
+    search = "Gumbel MuZero's" if model.search_algorithm == "gumbel" else "MuZero's"
     print(
-        f"MuZero on {ENV_ID}: evaluation return {mean:.1f} +/- {std:.1f} (10 deterministic episodes, maximum 500): "
+        f"MuZero ({search} search, {model.num_simulations} simulations) on {ENV_ID}: evaluation return {mean:.1f} +/- {std:.1f} (10 deterministic episodes, maximum 500): "
         f"{verdict}; trained for {model.num_timesteps:,} environment steps and {model._n_updates:,} updates in "
         f"{seconds:.0f} s"
     )
