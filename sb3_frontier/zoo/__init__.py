@@ -37,7 +37,9 @@ def available_algorithms() -> dict[str, type[BaseAlgorithm]]:
             if error.name is not None and module_name.startswith(error.name):
                 continue  # this algorithm is not part of the installed package
             raise
-        found[name] = getattr(module, class_name)
+        algorithm = getattr(module, class_name, None)
+        if algorithm is not None:  # the package may ship an algorithm's pieces before the algorithm itself
+            found[name] = algorithm
     return found
 
 
