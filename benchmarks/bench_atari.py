@@ -316,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
     parser.add_argument("--no-processes", action="store_true", help="skip the actor-process rows")
+    parser.add_argument("--processes-only", action="store_true", help="only the actor-process rows (no DQN, no profile)")
     parser.add_argument("--name", default="bench_atari", help="results.md section / output file stem")
     args = parser.parse_args(argv)
     if args.threads > 0:
@@ -324,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     variants = [Variant(f"MuZero, {args.simulations} simulations", "muzero", args.simulations)]
     if args.gumbel_simulations > 0:
         variants.append(Variant(f"Gumbel MuZero, {args.gumbel_simulations} simulations", "gumbel", args.gumbel_simulations))
+    if args.processes_only:
+        args.no_profile = True
     pairs = [
         Pair(
             f"{variant.label}: Pong-v5 learn({args.steps}), {args.n_envs} envs, {device}",
@@ -334,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             peer_label="SB3 DQN CnnPolicy",
         )
         for variant in variants
+        if not args.processes_only
     ]
     if not args.no_processes:
         pairs += [
