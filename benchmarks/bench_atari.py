@@ -355,12 +355,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     notes = (
         f"Whole training loop, {args.steps} environment steps, learning from step {args.steps // 4}; MuZero searches "
         f"every step of every env (batch of {args.n_envs} roots) and trains with batches of 64 five-step unrolls, one "
-        f"gradient step per VecEnv step once the replay holds a finished segment; DQN is SB3's with batch 32 and its "
-        f"default train_freq=4 (measured again beside each MuZero row). Device: {device}; torch threads: "
-        f"{th.get_num_threads()}. The ratio to DQN says how much the search costs against a model-free learner, not a "
-        "defect. The actor-process rows run the same settings (the same gradient steps per environment step) with "
-        "the self-play in one actor process that acts with parameters synced after every update phase (policy lag "
-        "at most the queue of 2 steps) while the learner trains."
+        "gradient step per VecEnv step once the replay holds a finished segment. "
+        + (
+            ""
+            if args.processes_only
+            else "DQN is SB3's with batch 32 and its default train_freq=4 (measured again beside each MuZero row); the "
+            "ratio to DQN says how much the search costs against a model-free learner, not a defect. "
+        )
+        + f"Device: {device}; torch threads: {th.get_num_threads()}. "
+        + (
+            ""
+            if args.no_processes
+            else "The actor-process rows run the same settings (the same gradient steps per environment step) with the "
+            "self-play in one actor process that acts with parameters synced after every update phase (policy lag at "
+            "most the queue of 2 steps) while the learner trains."
+        )
     )
     profiles = []
     if not args.no_profile:
