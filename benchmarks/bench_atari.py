@@ -367,8 +367,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             ""
             if args.no_processes
             else "The actor-process rows run the same settings (the same gradient steps per environment step) with the "
-            "self-play in one actor process that acts with parameters synced after every update phase (policy lag at "
-            "most the queue of 2 steps) while the learner trains."
+            "self-play in one actor process that acts with parameters synced after every update phase (policy lag "
+            "bounded by what its pipe holds) while the learner trains."
         )
     )
     profiles = []

@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> float:
     verdict = "solved" if mean >= SOLVED else f"not solved (CartPole-v1 is solved at {SOLVED:.0f})"
     search = "Gumbel MuZero's" if model.search_algorithm == "gumbel" else "MuZero's"
     print(
-        f"MuZero ({search} search, {model.num_simulations} simulations) on {ENV_ID}: evaluation return {mean:.1f} +/- {std:.1f} (10 deterministic episodes, maximum 500): "
+        f"MuZero ({search} search, {model.num_simulations} simulations) on {ENV_ID}: evaluation return {mean:.1f} "
+        f"+/- {std:.1f} (10 deterministic episodes, maximum 500): "
         f"{verdict}; trained for {model.num_timesteps:,} environment steps and {model._n_updates:,} updates in "
         f"{seconds:.0f} s"
     )

@@ -171,24 +171,24 @@ def test_process_runner_raises_the_actors_traceback_and_stops_everything():
 
 
 def test_process_runner_reports_a_killed_actor_instead_of_waiting():
-    runner = make_runner(n_actors=2, queue_size=2)
+    runner = make_runner(n_actors=2)
     runner.reset()
     gather(runner, 2)
     victim = runner.pids[1]
     os.kill(victim, signal.SIGKILL)
     start = time.monotonic()
     with pytest.raises(ActorError, match=r"died with exit code -9"):
-        gather(runner, 10_000)  # the other actor blocks on the full queue: the dead one must be noticed
+        gather(runner, 10_000)  # the other actor keeps sending: the dead one must be noticed all the same
     assert time.monotonic() - start < 15
     assert alive(runner.pids) == []
 
 
 def test_process_runner_close_stops_blocked_actors_and_is_idempotent():
-    runner = make_runner(n_actors=2, queue_size=2)
+    runner = make_runner(n_actors=2)
     runner.reset()
     gather(runner, 1)
     pids = runner.pids
-    time.sleep(0.3)  # actors now wait on the full queue
+    time.sleep(0.3)  # actors now wait on their full pipes
     start = time.monotonic()
     runner.close()
     runner.close()

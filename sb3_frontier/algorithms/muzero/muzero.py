@@ -131,7 +131,7 @@ class MuZero(ReplayAlgorithm):
     :param runner: where the self-play actors run: ``"in-process"`` (the learner steps its VecEnv, acting and
         learning alternate) or ``"processes"`` (actor processes with their own env copies and a CPU copy of the network,
         acting while the learner trains; parameters reach them after every update phase)
-    :param runner_kwargs: options of the runner (``"processes"``: ``n_actors``, ``sync_every``, ``queue_size``,
+    :param runner_kwargs: options of the runner (``"processes"``: ``n_actors``, ``sync_every``,
         ``start_method``, ``torch_threads``; see :class:`~sb3_frontier.common.runners.ProcessRunner`)
     :param stats_window_size: episodes averaged in the rollout logs
     :param tensorboard_log: tensorboard log directory

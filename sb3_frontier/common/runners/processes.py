@@ -6,8 +6,9 @@ learner's loop only waits when no actor step is ready. What crosses process boun
 - **parameters**, learner to actors, through one copy of the state dict in shared memory with a version number:
   :meth:`ProcessRunner.sync` writes it, each actor reads it when the version changed, at most every ``sync_every`` of
   its steps (R2D2's actors pull every 400 steps);
-- **actor steps**, actors to learner, through a bounded queue: an actor waits when ``queue_size`` of its steps are not
-  yet consumed, so the learner's replay ratio holds and the policy lag stays bounded (both are logged).
+- **actor steps**, actors to learner, through one pipe per actor: an actor waits while its pipe is full, so the
+  learner sets the pace, its replay ratio holds and the policy lag stays bounded (it is logged). The actor holds the
+  pipe's only write end: an actor that dies, even in the middle of a message, reads as the end of its pipe.
 
 Lifecycle: the processes start at the first :meth:`~ProcessRunner.reset` and stop in :meth:`~ProcessRunner.close`
 (which the learner calls when ``learn()`` returns, raises or is interrupted), and with the runner's owner at exit in any
@@ -24,14 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import queue as queue_module
 import signal
 import time
 import traceback
 import weakref
 from collections.abc import Mapping
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch as th
@@ -112,22 +113,11 @@ class VecEnvCopy:
         return None if self.seed is None else self.seed + 7919 * (index + 1)
 
 
-def _put(channel: Any, message: tuple[Any, ...], stop: Any) -> bool:
-    """Put ``message`` on the bounded queue, waiting for room unless the runner is stopping."""
-    while not stop.is_set():
-        try:
-            channel.put(message, timeout=0.1)
-            return True
-        except queue_module.Full:
-            continue
-    return False
-
-
 def _actor_main(
     index: int,
     factory: ActorFactory,
     parameters: SharedParameters,
-    channel: Any,
+    connection: Connection,
     stop: Any,
     sync_every: int,
     torch_threads: int,
@@ -148,29 +138,27 @@ def _actor_main(
                 actor.sync(state, version, progress)
             step = actor.step()
             step.actor = index
-            if not _put(channel, ("step", index, step), stop):
-                break
+            connection.send(("step", index, step))  # waits while the pipe is full: the learner sets the pace
             steps += 1
     except BaseException:  # everything an actor raises goes to the learner
         if not stop.is_set():
-            _put(channel, ("error", index, traceback.format_exc()), stop)
+            with contextlib.suppress(OSError):
+                connection.send(("error", index, traceback.format_exc()))
     finally:
         if actor is not None:
             with contextlib.suppress(Exception):
                 actor.close()
-        if stop.is_set():  # the learner no longer reads: do not wait for the queue to flush at exit
-            channel.cancel_join_thread()
+        connection.close()
 
 
-def _shutdown(processes: list[BaseProcess], stop: Any, channel: Any, timeout: float) -> None:
-    """Stop the actor processes: ask, drain the queue while they finish, then terminate and kill stragglers."""
+def _shutdown(processes: list[BaseProcess], stop: Any, connections: list[Connection], timeout: float) -> None:
+    """Stop the actor processes: ask, read what they still send while they finish, then terminate stragglers."""
     stop.set()
     deadline = time.monotonic() + timeout
     while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
-        with contextlib.suppress(queue_module.Empty, OSError, EOFError, ValueError):
-            while True:
-                channel.get_nowait()
-        time.sleep(0.01)
+        for connection in wait(connections, timeout=0.01):
+            with contextlib.suppress(EOFError, OSError):
+                connection.recv()  # type: ignore[union-attr,call-arg]  # unblocks an actor waiting to send
     for process in processes:
         if process.is_alive():
             process.terminate()
@@ -178,9 +166,8 @@ def _shutdown(processes: list[BaseProcess], stop: Any, channel: Any, timeout: fl
         if process.is_alive():
             process.kill()
         process.join(1.0)
-    with contextlib.suppress(Exception):
-        channel.close()
-        channel.cancel_join_thread()
+    for connection in connections:
+        connection.close()
 
 
 class ProcessRunner(Runner):
@@ -192,7 +179,6 @@ class ProcessRunner(Runner):
     :param parameters: the network's state dict at start (fixes the shared layout; later ones come by :meth:`sync`)
     :param n_envs: envs each actor steps (the environment steps of one actor step)
     :param sync_every: actor steps between two reads of the parameters (read only when their version changed)
-    :param queue_size: actor steps waiting for the learner before the actors wait (at least ``n_actors``)
     :param start_method: multiprocessing start method (None: ``"fork"`` where available, else ``"spawn"``)
     :param torch_threads: torch threads of each actor process
     :param poll_interval: seconds between liveness checks while the learner waits for a step
@@ -208,7 +194,6 @@ class ProcessRunner(Runner):
         parameters: Mapping[str, th.Tensor],
         n_envs: int,
         sync_every: int = 1,
-        queue_size: int | None = None,
         start_method: str | None = None,
         torch_threads: int = 1,
         poll_interval: float = 0.1,
@@ -225,14 +210,13 @@ class ProcessRunner(Runner):
         self.n_actors = n_actors
         self.n_envs = n_envs
         self.sync_every = sync_every
-        self.queue_size = max(queue_size if queue_size is not None else 2 * n_actors, n_actors)
         self.torch_threads = torch_threads
         self.poll_interval = poll_interval
         self.shutdown_timeout = shutdown_timeout
         self.parameters = SharedParameters(parameters, self.context)
         self.version = 0
         self._processes: list[BaseProcess] = []
-        self._channel: Any = None
+        self._connections: list[Connection] = []
         self._stop: Any = None
         self._finalizer: weakref.finalize | None = None
 
@@ -245,42 +229,40 @@ class ProcessRunner(Runner):
     def reset(self, observations: Any | None = None) -> None:
         """(Re)start the actor processes: every actor builds its envs and starts new episodes (``observations`` unused)."""
         self.close()
-        self._channel = self.context.Queue(self.queue_size)
         self._stop = self.context.Event()
         for index in range(self.n_actors):
+            reader, writer = self.context.Pipe(duplex=False)
             process = self.context.Process(
                 target=_actor_main,
-                args=(
-                    index,
-                    self.factory,
-                    self.parameters,
-                    self._channel,
-                    self._stop,
-                    self.sync_every,
-                    self.torch_threads,
-                ),
+                args=(index, self.factory, self.parameters, writer, self._stop, self.sync_every, self.torch_threads),
                 name=f"sb3-frontier-actor-{index}",
                 daemon=True,
             )
             try:
                 process.start()
             except Exception as error:  # spawn/forkserver pickle the factory here
-                _shutdown(self._processes, self._stop, self._channel, self.shutdown_timeout)
-                self._processes = []
+                writer.close()
+                reader.close()
+                _shutdown(self._processes, self._stop, self._connections, self.shutdown_timeout)
+                self._processes, self._connections = [], []
                 raise RuntimeError(
                     f"Could not start actor process {index} with start_method={self.context.get_start_method()!r}: "
                     f"{error}. 'spawn' and 'forkserver' pickle the actor factory and its envs (Atari envs do not "
                     "pickle); 'fork' inherits them."
                 ) from error
+            writer.close()  # the actor holds the only write end: its death reads as the end of the pipe
             self._processes.append(process)
-        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._stop, self._channel, self.shutdown_timeout)
+            self._connections.append(reader)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._processes, self._stop, self._connections, self.shutdown_timeout
+        )
 
     def close(self) -> None:
         if self._finalizer is not None:
             self._finalizer()  # runs _shutdown once
             self._finalizer = None
-        self._processes = []
-        self._channel = self._stop = None
+        self._processes, self._connections = [], []
+        self._stop = None
 
     # ------------------------------------------------------------------------------------------------- transport
     def sync(self, parameters: Mapping[str, th.Tensor] | None, version: int, progress_remaining: float) -> None:
@@ -293,26 +275,23 @@ class ProcessRunner(Runner):
         """The actor steps ready now (waiting for the first one), each tagged with its policy lag in updates."""
         if not self.running:
             raise RuntimeError("The actor processes are not running: reset() the runner first")
-        self._check_alive()  # a dead actor is reported even while the others keep the queue full
-        messages = [self._next_message()]
-        while len(messages) < self.n_actors:
-            try:
-                messages.append(self._channel.get_nowait())
-            except queue_module.Empty:
-                break
+        self._check_alive()  # a dead actor is reported even while the others keep sending
+        ready: list[Any] = []
+        while not ready:
+            ready = wait(self._connections, timeout=self.poll_interval)
+            if not ready:
+                self._check_alive()
         steps = []
-        for message in messages:
+        for connection in ready:
+            index = self._connections.index(connection)  # type: ignore[arg-type]
+            try:
+                message = connection.recv()  # type: ignore[union-attr]
+            except (EOFError, OSError):
+                self._report_death(index)
             step = self._unpack(message)
             step.stats = {**step.stats, "runner/policy_lag": float(self.version - step.policy_version)}
             steps.append(step)
         return steps
-
-    def _next_message(self) -> tuple[Any, ...]:
-        while True:
-            try:
-                return self._channel.get(timeout=self.poll_interval)
-            except queue_module.Empty:
-                self._check_alive()
 
     def _unpack(self, message: tuple[Any, ...]) -> ActorStep:
         kind, index, payload = message
@@ -322,18 +301,22 @@ class ProcessRunner(Runner):
         return payload
 
     def _check_alive(self) -> None:
-        dead = [(i, p) for i, p in enumerate(self._processes) if not p.is_alive()]
-        if not dead:
-            return
-        with contextlib.suppress(queue_module.Empty):  # an actor that raised sent its traceback before exiting
-            for _ in range(self.queue_size + self.n_actors):  # bounded: the live actors keep putting steps
-                message = self._channel.get(timeout=self.poll_interval)
+        for index, process in enumerate(self._processes):
+            if not process.is_alive():
+                self._report_death(index)
+
+    def _report_death(self, index: int) -> NoReturn:
+        """Raise the traceback the actor sent before it exited, or its exit code."""
+        connection, process = self._connections[index], self._processes[index]
+        with contextlib.suppress(EOFError, OSError):
+            while connection.poll(self.poll_interval):
+                message = connection.recv()
                 if message[0] == "error":
                     self._unpack(message)
-        index, process = dead[0]
-        exitcode = process.exitcode
+        process.join(self.poll_interval)
+        exitcode, pid = process.exitcode, process.pid
         self.close()
-        raise ActorError(f"Actor process {index} (pid {process.pid}) died with exit code {exitcode}")
+        raise ActorError(f"Actor process {index} (pid {pid}) died with exit code {exitcode}")
 
     @property
     def env_steps_per_step(self) -> int:
