@@ -181,3 +181,46 @@ class ImageExtractor(BaseFeaturesExtractor):
         if self.channels_last:
             observations = observations.permute(0, 3, 1, 2)
         return observations.float()
+
+
+class ImpalaCnn(BaseFeaturesExtractor):
+    """
+    IMPALA's deep residual torso (Espeholt et al. 2018, Fig. 3): three stages of a 3x3 convolution, a 3x3 max-pool
+    of stride 2 and two residual blocks (16, 32, 32 channels), then ReLU and a linear layer to ``features_dim``.
+
+    Observations are images ([C, H, W] or [H, W, C], preprocessed by SB3: /255 for uint8); the pooling halves the
+    spatial size three times, so small grids (MinAtar's 10x10) work as well as Atari frames.
+
+    :param observation_space: a 3-D Box
+    :param features_dim: output features (256 in the paper)
+    :param channels: channels of the three stages
+    :param channels_last: whether observations are [H, W, C] (``None``: guess from the shape)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        features_dim: int = 256,
+        channels: Sequence[int] = (16, 32, 32),
+        channels_last: bool | None = None,
+    ):
+        image = ImageExtractor(observation_space, channels_last)
+        super().__init__(observation_space, features_dim)
+        self.image = image
+        layers: list[nn.Module] = []
+        in_channels, size_h, size_w = image.image_shape
+        for out_channels in channels:
+            layers += [
+                conv3x3(in_channels, out_channels),
+                nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+                ResidualBlock(out_channels),
+                ResidualBlock(out_channels),
+            ]
+            in_channels = out_channels
+            size_h, size_w = (size_h - 1) // 2 + 1, (size_w - 1) // 2 + 1
+        layers += [nn.ReLU(), nn.Flatten()]
+        self.cnn = nn.Sequential(*layers)
+        self.linear = nn.Sequential(nn.Linear(in_channels * size_h * size_w, features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.linear(self.cnn(self.image(observations)))

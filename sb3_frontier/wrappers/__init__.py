@@ -4,12 +4,14 @@
 - :class:`CategoricalSupport`: two-hot categorical representation of scalars (MuZero's value and reward heads)
 - :class:`LifeLoss`: flags lost lives (``info["life_loss"]``), ``"roll"`` or ``"reset"`` mode
 - :class:`SequenceStacker`: fixed-length overlapping sequences for recurrent replay (R2D2) and unrolls (IMPALA)
+- :class:`VecPreviousActionReward`: the previous action and reward in the observation (R2D2's and IMPALA's LSTM inputs)
 - :class:`PopArt`: a value head with adaptive target normalisation that preserves its outputs
 """
 
 from sb3_frontier.wrappers.life_loss import LifeLoss
 from sb3_frontier.wrappers.popart import PopArt
+from sb3_frontier.wrappers.previous_action_reward import VecPreviousActionReward
 from sb3_frontier.wrappers.sequence import SequenceStacker
 from sb3_frontier.wrappers.value_transforms import CategoricalSupport, ValueRescaling
 
-__all__ = ["CategoricalSupport", "LifeLoss", "PopArt", "SequenceStacker", "ValueRescaling"]
+__all__ = ["CategoricalSupport", "LifeLoss", "PopArt", "SequenceStacker", "ValueRescaling", "VecPreviousActionReward"]
