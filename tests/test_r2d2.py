@@ -409,3 +409,18 @@ def test_killed_actor_process_is_reported():
     with pytest.raises(ActorError, match="Actor process 0"):
         model.learn(100_000, callback=KillOne())
     assert not model.runner.running
+
+
+def test_cue_memory_env_rewards_recall_only():
+    env = gym.make("sb3_frontier/CueMemory-v0", delay=3)
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)
+        cue = int(obs[:2].argmax())
+        assert obs[:2].sum() == 1 and obs[2] == 0
+        for _ in range(3):
+            obs, reward, terminated, truncated, _ = env.step(1 - cue)  # actions before the query do nothing
+            assert reward == 0 and not terminated and not obs.any()
+        obs, reward, terminated, _, _ = env.step(0)
+        assert obs[2] == 1 and reward == 0 and not terminated  # the query
+        _, reward, terminated, _, _ = env.step(seed % 2)
+        assert terminated and reward == (1.0 if seed % 2 == cue else -1.0)

@@ -12,6 +12,7 @@ OWN_ENVS: dict[str, tuple[str, dict[str, Any]]] = {
     "sb3_frontier/TicTacToe-v0": ("sb3_frontier.envs.tictactoe:TicTacToeEnv", {}),
     "sb3_frontier/TicTacToeVsRandom-v0": ("sb3_frontier.envs.tictactoe:TicTacToeVsOpponent", {"opponent": "random"}),
     "sb3_frontier/TicTacToeVsMinimax-v0": ("sb3_frontier.envs.tictactoe:TicTacToeVsOpponent", {"opponent": "minimax"}),
+    "sb3_frontier/CueMemory-v0": ("sb3_frontier.envs.memory:CueMemory", {"delay": 30}),
 }
 
 
@@ -20,7 +21,8 @@ def register_own_envs() -> list[str]:
     Register our own environments with gymnasium; ``import sb3_frontier`` calls it, as gymnasium's conventions ask.
 
     - ``sb3_frontier/TicTacToe-v0``: self-play of both sides, for MuZero's two-player mode;
-    - ``sb3_frontier/TicTacToeVsRandom-v0`` and ``sb3_frontier/TicTacToeVsMinimax-v0``: the single-agent views.
+    - ``sb3_frontier/TicTacToeVsRandom-v0`` and ``sb3_frontier/TicTacToeVsMinimax-v0``: the single-agent views;
+    - ``sb3_frontier/CueMemory-v0``: recall a cue after 30 blank steps (a memory test for recurrent agents).
 
     Cheap (the entry points are only imported by ``gym.make``) and safe to call more than once: ids already
     registered are left as they are.

@@ -1,0 +1,256 @@
+"""Tasks that need memory: R2D2 beside sb3-contrib's RecurrentPPO and a memoryless value learner, side by side.
+
+    python -m benchmarks.bench_memory [--task cartpole-novel | cue-memory] [--seeds 3] [--algos r2d2 recurrentppo qrdqn] [--jobs 2]
+
+- ``cartpole-novel``: CartPoleNoVel-v1 (rl-zoo3's CartPole without the velocities: memory needed). Headline:
+  environment steps and training seconds until the deterministic evaluation mean (10 episodes) reaches 475 **and
+  stays there** to the end of the budget (BENCHMARKS.md). R2D2: the ``CartPoleNoVel-v1`` entry of
+  ``sb3_frontier/zoo_configs/r2d2.yml``; RecurrentPPO: rl-zoo3's tuned ``ppo_lstm.yml`` entry (with its VecNormalize:
+  observations and rewards normalised in training, the evaluation env sharing the observation statistics);
+  QR-DQN: rl-zoo3's ``qrdqn.yml`` CartPole-v1 entry (no memory) on the same env.
+- ``cue-memory``: ``sb3_frontier/CueMemory-v0`` (recall a cue after 30 blank steps, return +1 or -1). Headline:
+  reached 0.9 and stayed (deterministic evaluation over 50 episodes); a memoryless policy scores 0 at best.
+  R2D2: the ``sb3_frontier/CueMemory-v0`` entry of our r2d2.yml; RecurrentPPO: rl-zoo3's CartPoleNoVel-v1 settings
+  without normalisation; DQN: SB3's DQN with rl-zoo3's CartPole-v1 settings.
+
+Every run trains for its whole budget and is evaluated every ``--eval-every`` steps; evaluation time is excluded from
+the training wall-clock. One torch thread per run; ``--jobs 2`` runs two at a time (one per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
+import torch as th
+from sb3_contrib import QRDQN, RecurrentPPO
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+
+from benchmarks.common import (
+    OUT_DIR,
+    command_line,
+    environment_info,
+    first_crossing,
+    reached_and_stayed,
+    update_results_section,
+)
+from sb3_frontier import R2D2
+from sb3_frontier.wrappers import VecPreviousActionReward
+from sb3_frontier.zoo import read_hyperparams
+
+#: task -> (env id, threshold, evaluation episodes, evaluation interval, budget of the peers)
+TASKS: dict[str, dict[str, Any]] = {
+    "cartpole-novel": {"env": "CartPoleNoVel-v1", "threshold": 475.0, "episodes": 10, "budget": 100_000},
+    "cue-memory": {"env": "sb3_frontier/CueMemory-v0", "threshold": 0.9, "episodes": 50, "budget": 60_000},
+}
+OURS = ("r2d2",)
+
+
+def _zoo_entry(algo: str, entry: str, drop: Sequence[str] = ()) -> tuple[int, int, dict[str, Any]]:
+    """An rl-zoo3 entry with the keys the zoo handles itself (``normalize``) taken out."""
+    import yaml
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    from sb3_frontier.zoo import config_path
+
+    if algo == "r2d2":
+        path = config_path("r2d2")
+    else:
+        import rl_zoo3
+        from pathlib import Path
+
+        path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+    raw = dict(yaml.safe_load(path.read_text())[entry])
+    for key in (*drop, "vec_env_wrapper"):
+        raw.pop(key, None)
+    n_envs = int(raw.pop("n_envs", 1))
+    n_timesteps = int(float(raw.pop("n_timesteps")))
+    raw = ExperimentManager._preprocess_schedules(raw)
+    if isinstance(raw.get("policy_kwargs"), str):
+        from torch import nn
+
+        raw["policy_kwargs"] = eval(raw["policy_kwargs"], {"nn": nn, "dict": dict})
+    return n_envs, n_timesteps, raw
+
+
+def build(task: str, algo: str, seed: int) -> tuple[Any, Any, int]:
+    """The model, its evaluation env and its budget."""
+    env_id = TASKS[task]["env"]
+    if algo == "r2d2":
+        n_envs, budget, kwargs = _zoo_entry("r2d2", env_id)
+        env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        eval_env = VecPreviousActionReward(make_vec_env(env_id, n_envs=10, seed=seed + 10_000))
+        return R2D2(env=env, seed=seed, **kwargs), eval_env, budget
+    if algo == "recurrentppo":
+        n_envs, budget, kwargs = _zoo_entry("ppo_lstm", "CartPoleNoVel-v1", drop=("normalize",))
+        env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        eval_env = make_vec_env(env_id, n_envs=10, seed=seed + 10_000)
+        if task == "cartpole-novel":  # the zoo entry normalises (normalize: True, with its gamma)
+            env = VecNormalize(env, gamma=kwargs["gamma"])
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=kwargs["gamma"])
+        return RecurrentPPO(env=env, seed=seed, **kwargs), eval_env, TASKS[task]["budget"]
+    cls = QRDQN if algo == "qrdqn" else DQN
+    n_envs, _, kwargs = _zoo_entry(algo, "CartPole-v1")
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env(env_id, n_envs=10, seed=seed + 10_000)
+    return cls(env=env, seed=seed, **kwargs), eval_env, TASKS[task]["budget"]
+
+
+class Curve(BaseCallback):
+    """Deterministic evaluation every ``every`` steps, the evaluation time excluded from the training seconds."""
+
+    def __init__(self, eval_env: Any, every: int, episodes: int) -> None:
+        super().__init__()
+        self.eval_env, self.every, self.episodes = eval_env, every, episodes
+        self.curve: list[tuple[int, float, float]] = []
+
+    def _on_training_start(self) -> None:
+        self.start, self.eval_seconds, self.next = time.perf_counter(), 0.0, self.every
+
+    def evaluate(self) -> None:
+        begin = time.perf_counter()
+        if isinstance(self.eval_env, VecNormalize):
+            sync_envs_normalization(self.model.get_env(), self.eval_env)
+        mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes, deterministic=True)
+        self.curve.append((self.num_timesteps, begin - self.start - self.eval_seconds, float(mean)))
+        self.eval_seconds += time.perf_counter() - begin
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next:
+            self.next += self.every
+            self.evaluate()
+        return True
+
+
+def run_one(task: str, algo: str, seed: int, eval_every: int) -> dict[str, Any]:
+    th.set_num_threads(1)
+    model, eval_env, budget = build(task, algo, seed)
+    curve = Curve(eval_env, eval_every, TASKS[task]["episodes"])
+    model.learn(budget, callback=curve)
+    if not curve.curve or curve.curve[-1][0] < model.num_timesteps:
+        curve.evaluate()
+    threshold = TASKS[task]["threshold"]
+    stayed, first = reached_and_stayed(curve.curve, threshold), first_crossing(curve.curve, threshold)
+    print(f"{task} {algo} seed {seed}: stayed from {stayed}, first {first}, final {curve.curve[-1][2]:.2f}", flush=True)
+    return {
+        "algo": algo,
+        "seed": seed,
+        "budget": budget,
+        "stayed_steps": stayed[0] if stayed else None,
+        "stayed_seconds": stayed[1] if stayed else None,
+        "first_steps": first[0] if first else None,
+        "final": curve.curve[-1][2],
+        "train_seconds": curve.curve[-1][1],
+        "curve": curve.curve,
+    }
+
+
+def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
+    return run_one(*args)
+
+
+def _median_range(values: Sequence[float], fmt: str) -> str:
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def report(task: str) -> str:
+    data = json.loads((OUT_DIR / f"memory_{task}.json").read_text())
+    runs, info, spec = data["runs"], data["environment"], TASKS[task]
+    algos = list(dict.fromkeys(r["algo"] for r in runs))
+    lines = [
+        f"| algorithm | reached {spec['threshold']:g} and stayed | env steps, median (range) | training s to it, median "
+        "(range) | final evaluation, median (range) | training s, whole budget | budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    medians: dict[str, tuple[float, float]] = {}
+    for algo in algos:
+        mine = [r for r in runs if r["algo"] == algo]
+        stayed = [r for r in mine if r["stayed_steps"] is not None]
+        if len(stayed) == len(mine):
+            steps = [r["stayed_steps"] for r in mine]
+            secs = [r["stayed_seconds"] for r in mine]
+            medians[algo] = (statistics.median(steps), statistics.median(secs))
+            cells = f"{_median_range(steps, ',.0f')} | {_median_range(secs, '.0f')}"
+        else:
+            cells = "not on every seed | not on every seed"
+        finals = _median_range([r["final"] for r in mine], ".2f")
+        train = _median_range([r["train_seconds"] for r in mine], ".0f")
+        lines.append(f"| {algo} | {len(stayed)}/{len(mine)} | {cells} | {finals} | {train} | {mine[0]['budget']:,} |")
+    ratios = [
+        f"{ours}/{peer}: steps {medians[ours][0] / medians[peer][0]:.2f}, wall-clock {medians[ours][1] / medians[peer][1]:.2f}"
+        for ours in OURS
+        if ours in medians
+        for peer in medians
+        if peer not in OURS
+    ]
+    per_seed = []
+    for algo in algos:
+        cells = []
+        for r in sorted((r for r in runs if r["algo"] == algo), key=lambda r: r["seed"]):
+            if r["stayed_steps"] is not None:
+                cells.append(f"seed {r['seed']}: {r['stayed_steps']:,} ({r['stayed_seconds']:.0f} s)")
+            else:
+                cells.append(f"seed {r['seed']}: never (final {r['final']:.2f})")
+        per_seed.append(f"- {algo}: " + "; ".join(cells))
+    section = (
+        f"## Memory: {spec['env']}, reached {spec['threshold']:g} and stayed there\n\n"
+        f"Command: `{data['command']}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch "
+        f"thread per run, {data['jobs']} run(s) at a time. Raw curves: `benchmarks/out/memory_{task}.json`.\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + "\n".join(per_seed)
+        + "\n\n"
+        + ("Ratios of medians (lower is better): " + "; ".join(ratios) + ".\n\n" if ratios else "")
+        + f"Deterministic evaluation every {data['eval_every']:,} environment steps ({spec['episodes']} episodes) and at "
+        "the end; headline: the first evaluation at or above the threshold after which every later one stays there "
+        "(BENCHMARKS.md). Configurations: see the module docstring of `benchmarks/bench_memory.py`."
+    )
+    update_results_section(f"bench_memory_{task}", section)
+    return section
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="cartpole-novel", choices=sorted(TASKS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--algos", nargs="+", default=["r2d2", "recurrentppo", "qrdqn"], choices=["r2d2", "recurrentppo", "qrdqn", "dqn"]
+    )
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        tasks = [(args.task, algo, seed, args.eval_every) for seed in range(args.seeds) for algo in args.algos]
+        if args.jobs > 1:
+            with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as pool:
+                runs = list(pool.map(_task, tasks))
+        else:
+            runs = [run_one(*task) for task in tasks]
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "environment": environment_info(),
+            "command": command_line("benchmarks.bench_memory", argv),
+            "eval_every": args.eval_every,
+            "jobs": args.jobs,
+            "runs": runs,
+        }
+        (OUT_DIR / f"memory_{args.task}.json").write_text(json.dumps(payload, indent=2))
+    print(report(args.task))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
