@@ -1,6 +1,7 @@
 """Tasks that need memory: R2D2 beside sb3-contrib's RecurrentPPO and a memoryless value learner, side by side.
 
-    python -m benchmarks.bench_memory [--task cartpole-novel | cue-memory] [--seeds 3] [--algos r2d2 recurrentppo qrdqn] [--jobs 2]
+    python -m benchmarks.bench_memory [--task cartpole-novel | cue-memory] [--seeds 3] [--algos r2d2 recurrentppo qrdqn]
+        [--jobs 2]
 
 - ``cartpole-novel``: CartPoleNoVel-v1 (rl-zoo3's CartPole without the velocities: memory needed). Headline:
   environment steps and training seconds until the deterministic evaluation mean (10 episodes) reaches 475 **and
@@ -48,7 +49,6 @@ from benchmarks.common import (
 )
 from sb3_frontier import R2D2
 from sb3_frontier.wrappers import VecPreviousActionReward
-from sb3_frontier.zoo import read_hyperparams
 
 #: task -> (env id, threshold, evaluation episodes, evaluation interval, budget of the peers)
 TASKS: dict[str, dict[str, Any]] = {
@@ -68,8 +68,9 @@ def _zoo_entry(algo: str, entry: str, drop: Sequence[str] = ()) -> tuple[int, in
     if algo == "r2d2":
         path = config_path("r2d2")
     else:
-        import rl_zoo3
         from pathlib import Path
+
+        import rl_zoo3
 
         path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
     raw = dict(yaml.safe_load(path.read_text())[entry])

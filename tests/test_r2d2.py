@@ -418,7 +418,7 @@ def test_cue_memory_env_rewards_recall_only():
         cue = int(obs[:2].argmax())
         assert obs[:2].sum() == 1 and obs[2] == 0
         for _ in range(3):
-            obs, reward, terminated, truncated, _ = env.step(1 - cue)  # actions before the query do nothing
+            obs, reward, terminated, _, _ = env.step(1 - cue)  # actions before the query do nothing
             assert reward == 0 and not terminated and not obs.any()
         obs, reward, terminated, _, _ = env.step(0)
         assert obs[2] == 1 and reward == 0 and not terminated  # the query
