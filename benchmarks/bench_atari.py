@@ -56,15 +56,18 @@ class Variant:
     runner: str = "in-process"
 
 
-def paper_atari_env(env_id: str = "ALE/Pong-v5", n_envs: int = 4, seed: int = 0) -> VecEnv:
-    """ALE env with MuZero's preprocessing: 96x96, 4 frames, no reward clipping, no life-loss episode ends."""
+def paper_atari_env(env_id: str = "ALE/Pong-v5", n_envs: int = 4, seed: int = 0, screen_size: int = 96) -> VecEnv:
+    """
+    ALE env with the papers' preprocessing: grey frames (MuZero: 96x96, R2D2: 84x84), 4 stacked, no reward clipping,
+    no life-loss episode ends.
+    """
     env = make_vec_env(
         env_id,
         n_envs=n_envs,
         seed=seed,
         env_kwargs=dict(frameskip=1),  # AtariWrapper skips 4 frames (max-pooled) itself
         wrapper_class=AtariWrapper,
-        wrapper_kwargs=dict(clip_reward=False, terminal_on_life_loss=False, screen_size=96),
+        wrapper_kwargs=dict(clip_reward=False, terminal_on_life_loss=False, screen_size=screen_size),
     )
     return VecTransposeImage(VecFrameStack(env, n_stack=4))
 

@@ -90,9 +90,15 @@ def build(task: str, algo: str, seed: int) -> tuple[Any, Any, int]:
     """The model, its evaluation env and its budget."""
     env_id = TASKS[task]["env"]
     if algo == "r2d2":
-        n_envs, budget, kwargs = _zoo_entry("r2d2", env_id)
-        env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        n_envs, budget, kwargs = _zoo_entry("r2d2", env_id, drop=("normalize",))
+        normalize = _zoo_entry("r2d2", env_id)[2].get("normalize")
+        # The zoo's order: the previous action and reward are added first, then VecNormalize (when the entry asks).
+        env = VecPreviousActionReward(make_vec_env(env_id, n_envs=n_envs, seed=seed))
         eval_env = VecPreviousActionReward(make_vec_env(env_id, n_envs=10, seed=seed + 10_000))
+        if normalize:
+            options = eval(normalize) if isinstance(normalize, str) else {}
+            env = VecNormalize(env, gamma=kwargs["gamma"], **options)
+            eval_env = VecNormalize(eval_env, training=False, gamma=kwargs["gamma"], **{**options, "norm_reward": False})
         return R2D2(env=env, seed=seed, **kwargs), eval_env, budget
     if algo == "recurrentppo":
         n_envs, budget, kwargs = _zoo_entry("ppo_lstm", "CartPoleNoVel-v1", drop=("normalize",))

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 #: In order of running time, shortest first.
-BENCHMARKS = ("bench_wrappers", "bench_mcts", "bench_atari", "bench_cartpole", "bench_tictactoe")
+BENCHMARKS = ("bench_wrappers", "bench_mcts", "bench_atari", "bench_cartpole", "bench_tictactoe", "bench_memory", "bench_r2d2")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -155,3 +155,28 @@ def test_zoo_train_on_tictactoe_evaluates_with_masks(tmp_path):
     result = run_cli("train", *args, "-n", "64", "--eval-freq", "32", "--eval-episodes", "4", *params, cwd=tmp_path)
     evaluations = next((tmp_path / "logs").rglob("evaluations.npz"))
     assert evaluations.is_file(), result.stdout[-2000:]
+
+
+R2D2_CONFIG = yaml.safe_load(config_path("r2d2").read_text())
+
+
+@pytest.mark.parametrize("env_id", sorted(R2D2_CONFIG))
+def test_every_r2d2_config_entry_runs(env_id, tmp_path):
+    """Each entry of our r2d2.yml builds its env (with the previous action and reward) and model, acts and learns."""
+    zoo_env = {"atari": "ALE/Pong-v5"}.get(env_id, env_id)
+    if "LunarLander" in zoo_env:
+        pytest.importorskip("Box2D")
+    if zoo_env.startswith("MinAtar"):
+        pytest.importorskip("minatar")
+    args = ["--algo", "r2d2", "--env", zoo_env, "-f", str(tmp_path / "logs"), "--eval-freq", "-1", "--seed", "0"]
+    params = ["-params", "n_envs:2", "learning_starts:8", "batch_size:2", "buffer_size:2000", "train_freq:8"]
+    run_cli("train", *args, "-n", "24", *params, cwd=tmp_path)
+
+
+def test_r2d2_train_evaluate_and_enjoy_through_the_zoo(tmp_path):
+    """The zoo's evaluation and enjoy envs get the previous action and reward too (vec_env_wrapper), and VecNormalize."""
+    common = ["--algo", "r2d2", "--env", "CartPoleNoVel-v1", "-f", str(tmp_path / "logs"), "--seed", "0"]
+    params = ["-params", "n_envs:2", "learning_starts:20", "batch_size:4"]
+    run_cli("train", *common, "-n", "200", "--eval-freq", "50", "--eval-episodes", "2", *params, cwd=tmp_path)
+    assert next((tmp_path / "logs").rglob("evaluations.npz")).is_file()
+    run_cli("enjoy", *common, "-n", "50", "--no-render", "--deterministic", cwd=tmp_path)
