@@ -14,7 +14,8 @@
   R2D2: the ``sb3_frontier/CueMemory-v0`` entry of our r2d2.yml; RecurrentPPO: rl-zoo3's CartPoleNoVel-v1 settings
   without normalisation; DQN: SB3's DQN with rl-zoo3's CartPole-v1 settings.
 
-Every run trains for its whole budget and is evaluated every ``--eval-every`` steps; evaluation time is excluded from
+Every run trains for its whole budget (its zoo entry's ``n_timesteps``: R2D2's in our r2d2.yml, RecurrentPPO's
+100,000 in ppo_lstm.yml, QR-DQN's and DQN's 50,000 for CartPole-v1) and is evaluated every ``--eval-every`` steps; evaluation time is excluded from
 the training wall-clock. One torch thread per run; ``--jobs 2`` runs two at a time (one per core).
 """
 
@@ -50,10 +51,10 @@ from benchmarks.common import (
 from sb3_frontier import R2D2
 from sb3_frontier.wrappers import VecPreviousActionReward
 
-#: task -> (env id, threshold, evaluation episodes, evaluation interval, budget of the peers)
+#: task -> env id, threshold, evaluation episodes (each algorithm trains for its zoo entry's budget)
 TASKS: dict[str, dict[str, Any]] = {
-    "cartpole-novel": {"env": "CartPoleNoVel-v1", "threshold": 475.0, "episodes": 10, "budget": 100_000},
-    "cue-memory": {"env": "sb3_frontier/CueMemory-v0", "threshold": 0.9, "episodes": 50, "budget": 60_000},
+    "cartpole-novel": {"env": "CartPoleNoVel-v1", "threshold": 475.0, "episodes": 10},
+    "cue-memory": {"env": "sb3_frontier/CueMemory-v0", "threshold": 0.9, "episodes": 50},
 }
 OURS = ("r2d2",)
 
@@ -107,12 +108,12 @@ def build(task: str, algo: str, seed: int) -> tuple[Any, Any, int]:
         if task == "cartpole-novel":  # the zoo entry normalises (normalize: True, with its gamma)
             env = VecNormalize(env, gamma=kwargs["gamma"])
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=kwargs["gamma"])
-        return RecurrentPPO(env=env, seed=seed, **kwargs), eval_env, TASKS[task]["budget"]
+        return RecurrentPPO(env=env, seed=seed, **kwargs), eval_env, budget
     cls = QRDQN if algo == "qrdqn" else DQN
-    n_envs, _, kwargs = _zoo_entry(algo, "CartPole-v1")
+    n_envs, budget, kwargs = _zoo_entry(algo, "CartPole-v1")
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     eval_env = make_vec_env(env_id, n_envs=10, seed=seed + 10_000)
-    return cls(env=env, seed=seed, **kwargs), eval_env, TASKS[task]["budget"]
+    return cls(env=env, seed=seed, **kwargs), eval_env, budget
 
 
 class Curve(BaseCallback):
