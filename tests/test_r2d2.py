@@ -437,3 +437,29 @@ def test_diagnostics_are_logged():
     # the staleness is zero when the stored window state is the one the current network would compute: the network
     # has not changed since acting, so the first step's discrepancy is float rounding only
     assert logged["train/delta_q_first"] < 1e-3
+
+
+def test_loaded_model_keeps_its_value_rescaling(tmp_path):
+    model = R2D2("MlpLstmPolicy", "CartPole-v1", value_rescaling_eps=0.05, **SMALL)
+    model.save(tmp_path / "eps")
+    loaded = R2D2.load(tmp_path / "eps")
+    assert loaded.rescaling.eps == 0.05
+
+
+def test_non_finite_loss_is_reported():
+    model = filled_model()
+    with th.no_grad():
+        next(model.policy.value_stream.parameters()).fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="not finite"):
+        model.train(1, 8)
+
+
+def test_new_sequences_enter_with_the_actor_priority_or_the_maximum():
+    actor = filled_model()
+    highest = filled_model(initial_priority="max")
+    tree_a, tree_m = actor.replay_buffer.ring.tree, highest.replay_buffer.ring.tree
+    slots = np.arange(len(actor.replay_buffer))
+    values_a, values_m = tree_a.get(slots), tree_m.get(slots)
+    assert np.unique(values_a).size > 10  # estimates differ per sequence
+    np.testing.assert_allclose(values_m, highest.replay_buffer.ring.max_priority)  # all at the maximum (1 at start)
+    assert highest.replay_buffer.non_finite_priorities == 0

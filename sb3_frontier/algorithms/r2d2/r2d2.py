@@ -79,6 +79,8 @@ class R2D2(ReplayAlgorithm):
     :param priority_exponent: alpha of the prioritized sampling (0: uniform)
     :param importance_exponent: beta of the importance weights (0: no importance weighting)
     :param priority_eta: eta of the priority mix ``eta max|delta| + (1 - eta) mean|delta|``
+    :param initial_priority: priority of new sequences: ``"actor"`` (the actor's estimate from its own Q-values, the
+        paper's) or ``"max"`` (the largest priority so far, as prioritized replay without actor priorities)
     :param value_rescaling_eps: epsilon of h
     :param exploration: the actors' epsilons: ``"ladder"`` (the paper's), one float for all envs, or a sequence of
         ``n_actors * n_envs`` floats
@@ -131,6 +133,7 @@ class R2D2(ReplayAlgorithm):
         priority_exponent: float = 0.9,
         importance_exponent: float = 0.6,
         priority_eta: float = 0.9,
+        initial_priority: str = "actor",
         value_rescaling_eps: float = 1e-3,
         exploration: str | float | list[float] = "ladder",
         eval_epsilon: float = 0.01,
@@ -168,6 +171,8 @@ class R2D2(ReplayAlgorithm):
             raise ValueError(f"priority_eta must lie in [0, 1], got {priority_eta}")
         if priority_exponent < 0 or importance_exponent < 0:
             raise ValueError("priority_exponent and importance_exponent must be >= 0")
+        if initial_priority not in ("actor", "max"):
+            raise ValueError(f"initial_priority must be 'actor' or 'max', got {initial_priority!r}")
         if not 0.0 <= eval_epsilon <= 1.0:
             raise ValueError(f"eval_epsilon must lie in [0, 1], got {eval_epsilon}")
         if max_grad_norm is not None and not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
@@ -204,8 +209,8 @@ class R2D2(ReplayAlgorithm):
         self.priority_exponent = priority_exponent
         self.importance_exponent = importance_exponent
         self.priority_eta = priority_eta
+        self.initial_priority = initial_priority
         self.value_rescaling_eps = value_rescaling_eps
-        self.rescaling = ValueRescaling(value_rescaling_eps)
         self.exploration = exploration
         self.eval_epsilon = eval_epsilon
         self.max_grad_norm = max_grad_norm
@@ -225,6 +230,7 @@ class R2D2(ReplayAlgorithm):
         return vec_env
 
     def _setup_model(self) -> None:
+        self.rescaling = ValueRescaling(self.value_rescaling_eps)  # here, so that a loaded model gets its own eps
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         if self._rng is None:  # a loaded model keeps the generator state it was saved with
@@ -301,7 +307,10 @@ class R2D2(ReplayAlgorithm):
         assert self.replay_buffer is not None
         for chunk in step.items:
             self.replay_buffer.add_observations(step.actor, chunk.ids, chunk.observations)
-            self.replay_buffer.add_sequences(step.actor, chunk.sequences)
+            sequences = chunk.sequences
+            if self.initial_priority == "max":  # no estimate: the replay gives the current maximum
+                sequences = [{**seq, "priority": np.nan} for seq in sequences]
+            self.replay_buffer.add_sequences(step.actor, sequences, count_non_finite=self.initial_priority == "actor")
         for info in step.infos:
             episode = info.get("episode")
             if episode is not None:

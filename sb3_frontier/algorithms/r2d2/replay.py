@@ -208,7 +208,9 @@ class SequenceReplay:
             raise ValueError("A sequence refers to observations the replay no longer knows (id_window too small)")
         return absolute
 
-    def add_sequences(self, source: int, sequences: list[dict[str, np.ndarray]]) -> np.ndarray:
+    def add_sequences(
+        self, source: int, sequences: list[dict[str, np.ndarray]], count_non_finite: bool = True
+    ) -> np.ndarray:
         """
         Store sequences of an actor (their observations must have been added).
 
@@ -216,6 +218,7 @@ class SequenceReplay:
         ``truncated``, ``life_loss``, ``mask`` (each ``[T]``), ``state`` and ``window_state`` (``[2, H]``),
         ``start_step`` and ``priority`` (the actor's estimate; NaN or missing: the current maximum).
 
+        :param count_non_finite: count NaN priorities in :attr:`non_finite_priorities` (False when NaN means "none given")
         :return: the absolute indices given to the sequences
         """
         if not sequences:
@@ -239,14 +242,14 @@ class SequenceReplay:
             self.oldest[slot] = valid.min() if valid.size else self.n_observations
             errors[j] = float(seq.get("priority", np.nan))
         live = self.oldest[slots] >= self.n_observations - self.capacity
-        self.ring.set_priorities(indices[live], self._finite_errors(errors[live]))
+        self.ring.set_priorities(indices[live], self._finite_errors(errors[live], count_non_finite))
         return indices
 
-    def _finite_errors(self, errors: np.ndarray) -> np.ndarray:
-        """Errors with NaN / inf replaced by the error of the current maximum priority (counted)."""
+    def _finite_errors(self, errors: np.ndarray, count: bool = True) -> np.ndarray:
+        """Errors with NaN / inf replaced by the error of the current maximum priority (counted unless ``count`` is False)."""
         bad = ~np.isfinite(errors)
         if bad.any():
-            self.non_finite_priorities += int(bad.sum())
+            self.non_finite_priorities += int(bad.sum()) if count else 0
             ring = self.ring
             errors = np.where(bad, ring.max_priority ** (1.0 / max(ring.priority_exponent, 1e-12)), errors)
         return errors
