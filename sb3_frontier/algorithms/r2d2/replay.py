@@ -208,9 +208,7 @@ class SequenceReplay:
             raise ValueError("A sequence refers to observations the replay no longer knows (id_window too small)")
         return absolute
 
-    def add_sequences(
-        self, source: int, sequences: list[dict[str, np.ndarray]], count_non_finite: bool = True
-    ) -> np.ndarray:
+    def add_sequences(self, source: int, sequences: list[dict[str, np.ndarray]], count_non_finite: bool = True) -> np.ndarray:
         """
         Store sequences of an actor (their observations must have been added).
 
@@ -251,7 +249,9 @@ class SequenceReplay:
         if bad.any():
             self.non_finite_priorities += int(bad.sum()) if count else 0
             ring = self.ring
-            errors = np.where(bad, ring.max_priority ** (1.0 / max(ring.priority_exponent, 1e-12)), errors)
+            # the error whose priority (|error| + epsilon)^alpha is the current maximum
+            highest = max(ring.max_priority ** (1.0 / max(ring.priority_exponent, 1e-12)) - ring.priority_epsilon, 0.0)
+            errors = np.where(bad, highest, errors)
         return errors
 
     # ----------------------------------------------------------------------------------------------------- sampling
