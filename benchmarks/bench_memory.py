@@ -15,8 +15,9 @@
   without normalisation; DQN: SB3's DQN with rl-zoo3's CartPole-v1 settings.
 
 Every run trains for its whole budget (its zoo entry's ``n_timesteps``: R2D2's in our r2d2.yml, RecurrentPPO's
-100,000 in ppo_lstm.yml, QR-DQN's and DQN's 50,000 for CartPole-v1) and is evaluated every ``--eval-every`` steps; evaluation time is excluded from
-the training wall-clock. One torch thread per run; ``--jobs 2`` runs two at a time (one per core).
+100,000 in ppo_lstm.yml, QR-DQN's and DQN's 50,000 for CartPole-v1) and is evaluated every ``--eval-every`` steps;
+evaluation time is excluded from the training wall-clock. One torch thread per run; ``--jobs 2`` runs two at a time
+(one per core).
 """
 
 from __future__ import annotations
