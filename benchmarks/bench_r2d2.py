@@ -189,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "Adam. Replay memory (Atari, 84x84 frames, 4 stacked, each observation stored once with the one-hot previous "
             f"action and the previous reward): {memory['observation_bytes']:,} bytes per observation; a replay of 1M "
             f"observations (with its sequences of 120 slots, overlap 40) takes {gib:.2f} GiB (100 x "
-            "`SequenceReplay.nbytes()` of a 10,000-observation replay: every array grows linearly with the capacity); filling a replay with {memory['filled_observations']:,} observations grew the "
+            "`SequenceReplay.nbytes()` of a 10,000-observation replay: every array grows linearly with the capacity); "
+            f"filling a replay with {memory['filled_observations']:,} observations grew the "
             f"process's peak resident memory by {memory['filled_rss_growth_bytes'] / 2**20:.0f} MiB against "
             f"{memory['filled_nbytes'] / 2**20:.0f} MiB of arrays."
         ),
