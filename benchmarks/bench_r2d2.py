@@ -1,6 +1,6 @@
 """R2D2's throughput: the learner, the whole loop in-process versus actor processes, Atari end to end, replay memory.
 
-    python -m benchmarks.bench_r2d2 [--repeats 3] [--atari-steps 5000] [--threads 1] [--skip-atari]
+    python -m benchmarks.bench_r2d2 [--repeats 3] [--atari-steps 5000] [--threads 1] [--skip-atari] [--skip-learner]
 
 1. Learner updates/s at batch 64 of 120-step sequences (80 trained after a burn-in of 40): ``"MlpLstmPolicy"`` on
    CartPoleNoVel-v1 (64 LSTM units) and ``"CnnLstmPolicy"`` on ALE/Pong-v5 (Nature CNN, 512 LSTM units: the paper's
@@ -166,9 +166,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--loop-steps", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-atari", action="store_true")
+    parser.add_argument("--skip-learner", action="store_true", help="skip the learner and replay-memory section")
     args = parser.parse_args(argv)
     th.set_num_threads(args.threads)
 
+    if not args.skip_learner:
+        learner_section(args)
+    runner_and_atari_sections(args)
+
+
+def learner_section(args: argparse.Namespace) -> None:
     memory = replay_memory()
     learner = run_pairs(
         [
@@ -197,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         extra={"memory": memory},
         plot=False,
     )
+
+
+def runner_and_atari_sections(args: argparse.Namespace) -> None:
     loops = run_pairs(
         [
             Pair(

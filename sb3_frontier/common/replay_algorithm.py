@@ -89,7 +89,7 @@ def check_integer(name: str, value: Any, minimum: int) -> int:
 #: The options ``runner_kwargs`` may hold, per runner.
 _RUNNER_OPTIONS: dict[str, set[str]] = {
     "in-process": set(),
-    "processes": {"n_actors", "sync_every", "start_method", "torch_threads"},
+    "processes": {"n_actors", "sync_every", "max_pending", "start_method", "torch_threads"},
 }
 
 
@@ -111,7 +111,7 @@ class ReplayAlgorithm(BaseAlgorithm):
     :param runner: where the actors run: ``"in-process"`` (the learner steps its own VecEnv) or ``"processes"``
         (actor processes, each with its own copy of the VecEnv)
     :param runner_kwargs: options of the runner; for ``"processes"``: ``n_actors`` (1), ``sync_every`` (actor steps
-        between parameter reads), ``start_method``, ``torch_threads`` (see
+        between parameter reads), ``max_pending`` (steps an actor may run ahead), ``start_method``, ``torch_threads`` (see
         :class:`~sb3_frontier.common.runners.ProcessRunner`)
     :param policy_kwargs: keyword arguments of the policy
     :param stats_window_size: episodes averaged in the rollout logs

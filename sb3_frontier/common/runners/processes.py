@@ -6,9 +6,11 @@ learner's loop only waits when no actor step is ready. What crosses process boun
 - **parameters**, learner to actors, through one copy of the state dict in shared memory with a version number:
   :meth:`ProcessRunner.sync` writes it, each actor reads it when the version changed, at most every ``sync_every`` of
   its steps (R2D2's actors pull every 400 steps);
-- **actor steps**, actors to learner, through one pipe per actor: an actor waits while its pipe is full, so the
-  learner sets the pace, its replay ratio holds and the policy lag stays bounded (it is logged). The actor holds the
-  pipe's only write end: an actor that dies, even in the middle of a message, reads as the end of its pipe.
+- **actor steps**, actors to learner, through one pipe per actor. An actor serialises each step at once and a sender
+  thread writes it to the pipe, so that the actor runs on while the learner trains, up to ``max_pending`` steps
+  ahead (a pipe alone holds less than one Atari step); then it waits, so the learner sets the pace, its replay ratio
+  holds and the policy lag stays bounded (it is logged). The actor holds the pipe's only write end: an actor that
+  dies, even in the middle of a message, reads as the end of its pipe.
 
 Lifecycle: the processes start at the first :meth:`~ProcessRunner.reset` and stop in :meth:`~ProcessRunner.close`
 (which the learner calls when ``learn()`` returns, raises or is interrupted), and with the runner's owner at exit in any
@@ -25,13 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import queue
 import signal
+import threading
 import time
 import traceback
 import weakref
 from collections.abc import Mapping
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, NoReturn
 
 import numpy as np
@@ -121,11 +126,13 @@ def _actor_main(
     stop: Any,
     sync_every: int,
     torch_threads: int,
+    max_pending: int = 1,
 ) -> None:
     """Body of an actor process: build the actor, then step it, pulling parameters, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the learner, which stops the actors
     th.set_num_threads(torch_threads)
     th.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))  # forked actors do not share torch's stream
+    outbox = _Outbox(connection, max_pending, stop)
     actor = None
     try:
         actor = factory(index)
@@ -138,17 +145,69 @@ def _actor_main(
                 actor.sync(state, version, progress)
             step = actor.step()
             step.actor = index
-            connection.send(("step", index, step))  # waits while the pipe is full: the learner sets the pace
+            if not outbox.put(("step", index, step)):  # waits while max_pending steps are unsent
+                break
             steps += 1
     except BaseException:  # everything an actor raises goes to the learner
         if not stop.is_set():
-            with contextlib.suppress(OSError):
-                connection.send(("error", index, traceback.format_exc()))
+            outbox.put(("error", index, traceback.format_exc()))
     finally:
+        outbox.close()
         if actor is not None:
             with contextlib.suppress(Exception):
                 actor.close()
         connection.close()
+
+
+class _Outbox:
+    """
+    An actor's sending side: messages are serialised by the caller (so later changes to their arrays, e.g. a frame
+    stack updated in place, do not reach them) and written to the pipe by a thread, at most ``max_pending`` unsent.
+
+    :param connection: the pipe's write end
+    :param max_pending: messages held before :meth:`put` waits
+    :param stop: the runner's stop event (a waiting :meth:`put` gives up once it is set)
+    """
+
+    def __init__(self, connection: Connection, max_pending: int, stop: Any) -> None:
+        self.connection = connection
+        self.stop = stop
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=max(max_pending, 1))
+        self.thread = threading.Thread(target=self._pump, name="sb3-frontier-actor-sender", daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        while True:
+            payload = self.queue.get()
+            if payload is None:
+                return
+            try:
+                self.connection.send_bytes(payload)
+            except OSError:  # the learner closed its end: nothing more to send
+                return
+
+    def put(self, message: tuple[Any, ...]) -> bool:
+        """Queue a message; False if it could not be sent (stopping, or the learner's end is closed)."""
+        payload = bytes(ForkingPickler.dumps(message))
+        while self.thread.is_alive():
+            try:
+                self.queue.put(payload, timeout=0.1)
+                return True
+            except queue.Full:
+                if self.stop.is_set():
+                    return False
+        return False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (while the learner reads), then stop the sender thread."""
+        deadline = time.monotonic() + timeout
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            try:
+                self.queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.thread.join(max(deadline - time.monotonic(), 0.0))
 
 
 def _shutdown(processes: list[BaseProcess], stop: Any, connections: list[Connection], timeout: float) -> None:
@@ -179,6 +238,8 @@ class ProcessRunner(Runner):
     :param parameters: the network's state dict at start (fixes the shared layout; later ones come by :meth:`sync`)
     :param n_envs: envs each actor steps (the environment steps of one actor step)
     :param sync_every: actor steps between two reads of the parameters (read only when their version changed)
+    :param max_pending: steps an actor may have produced and not yet handed to the learner (how far acting runs
+        ahead of learning)
     :param start_method: multiprocessing start method (None: ``"fork"`` where available, else ``"spawn"``)
     :param torch_threads: torch threads of each actor process
     :param poll_interval: seconds between liveness checks while the learner waits for a step
@@ -194,6 +255,7 @@ class ProcessRunner(Runner):
         parameters: Mapping[str, th.Tensor],
         n_envs: int,
         sync_every: int = 1,
+        max_pending: int = 128,
         start_method: str | None = None,
         torch_threads: int = 1,
         poll_interval: float = 0.1,
@@ -203,6 +265,9 @@ class ProcessRunner(Runner):
             raise ValueError(f"n_actors must be >= 1, got {n_actors}")
         if sync_every < 1:
             raise ValueError(f"sync_every must be >= 1 actor step, got {sync_every}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1 actor step, got {max_pending}")
+        self.max_pending = max_pending
         if start_method is None:
             start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         self.context: Any = mp.get_context(start_method)
@@ -234,7 +299,16 @@ class ProcessRunner(Runner):
             reader, writer = self.context.Pipe(duplex=False)
             process = self.context.Process(
                 target=_actor_main,
-                args=(index, self.factory, self.parameters, writer, self._stop, self.sync_every, self.torch_threads),
+                args=(
+                    index,
+                    self.factory,
+                    self.parameters,
+                    writer,
+                    self._stop,
+                    self.sync_every,
+                    self.torch_threads,
+                    self.max_pending,
+                ),
                 name=f"sb3-frontier-actor-{index}",
                 daemon=True,
             )
