@@ -471,3 +471,12 @@ def test_new_sequences_enter_with_the_actor_priority_or_the_maximum():
     assert np.unique(values_a).size > 10  # estimates differ per sequence
     np.testing.assert_allclose(values_m, 1.0, rtol=1e-12)  # all at the maximum, which stays 1 (its start)
     assert highest.replay_buffer.non_finite_priorities == 0
+
+
+def test_tensorboard_and_progress_bar(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("tqdm")
+    pytest.importorskip("rich")
+    model = R2D2("MlpLstmPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), **SMALL)
+    model.learn(64, progress_bar=True, log_interval=1)
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
