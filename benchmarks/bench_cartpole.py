@@ -25,7 +25,7 @@ import torch as th
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from benchmarks.common import OUT_DIR, EvaluationCurve, command_line, environment_info, update_results_section
+from benchmarks.common import OUT_DIR, EvaluationCurve, command_line, environment_info, median_range, update_results_section
 from sb3_frontier import MuZero
 from sb3_frontier.zoo import read_hyperparams
 
@@ -69,10 +69,6 @@ def run_one(name: str, seed: int, eval_every: int, budget: int | None) -> dict[s
 def _run_task(task: tuple[str, int, int, int | None]) -> dict[str, Any]:
     th.set_num_threads(1)
     return run_one(*task)
-
-
-def _median_range(values: list[float], fmt: str) -> str:
-    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
 def summarize(runs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -121,14 +117,14 @@ def table(summaries: list[dict[str, Any]]) -> list[str]:
     ]
     for s in summaries:
         if "stayed_steps" in s:
-            steps = _median_range(s["stayed_steps"], ",.0f")
-            secs = _median_range(s["stayed_seconds"], ".0f")
+            steps = median_range(s["stayed_steps"], ",.0f")
+            secs = median_range(s["stayed_seconds"], ".0f")
         else:
             steps = secs = "not on every seed"
         first = f"{statistics.median(s['first_steps']):,.0f}" if s["first_steps"] else "never"
         lines.append(
             f"| {s['algo']} | {s['stayed']}/{s['runs']} | {steps} | {secs} | {first} ({len(s['first_steps'])}/{s['runs']}) "
-            f"| {_median_range(s['finals'], '.1f')} | {_median_range(s['train_seconds'], '.0f')} | {s['budget']:,} |"
+            f"| {median_range(s['finals'], '.1f')} | {median_range(s['train_seconds'], '.0f')} | {s['budget']:,} |"
         )
     return lines
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import multiprocessing as mp
 import statistics
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -36,21 +35,13 @@ import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
 import torch as th
 from sb3_contrib import QRDQN, RecurrentPPO
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import VecNormalize
 
-from benchmarks.common import (
-    OUT_DIR,
-    command_line,
-    environment_info,
-    first_crossing,
-    reached_and_stayed,
-    update_results_section,
-)
+from benchmarks.common import OUT_DIR, EvaluationCurve, command_line, environment_info, median_range, update_results_section
 from sb3_frontier import R2D2
 from sb3_frontier.wrappers import VecPreviousActionReward
+from sb3_frontier.zoo import read_hyperparams
 
 #: task -> env id, threshold, evaluation episodes (each algorithm trains for its zoo entry's budget)
 TASKS: dict[str, dict[str, Any]] = {
@@ -60,40 +51,13 @@ TASKS: dict[str, dict[str, Any]] = {
 OURS = ("r2d2",)
 
 
-def _zoo_entry(algo: str, entry: str, drop: Sequence[str] = ()) -> tuple[int, int, dict[str, Any]]:
-    """An rl-zoo3 entry with the keys the zoo handles itself (``normalize``) taken out."""
-    import yaml
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    from sb3_frontier.zoo import config_path
-
-    if algo == "r2d2":
-        path = config_path("r2d2")
-    else:
-        from pathlib import Path
-
-        import rl_zoo3
-
-        path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
-    raw = dict(yaml.safe_load(path.read_text())[entry])
-    for key in (*drop, "vec_env_wrapper"):
-        raw.pop(key, None)
-    n_envs = int(raw.pop("n_envs", 1))
-    n_timesteps = int(float(raw.pop("n_timesteps")))
-    raw = ExperimentManager._preprocess_schedules(raw)
-    if isinstance(raw.get("policy_kwargs"), str):
-        from torch import nn
-
-        raw["policy_kwargs"] = eval(raw["policy_kwargs"], {"nn": nn, "dict": dict})
-    return n_envs, n_timesteps, raw
-
-
 def build(task: str, algo: str, seed: int) -> tuple[Any, Any, int]:
     """The model, its evaluation env and its budget."""
     env_id = TASKS[task]["env"]
     if algo == "r2d2":
-        n_envs, budget, kwargs = _zoo_entry("r2d2", env_id, drop=("normalize",))
-        normalize = _zoo_entry("r2d2", env_id)[2].get("normalize")
+        n_envs, budget, kwargs = read_hyperparams("r2d2", env_id, allow=("normalize", "vec_env_wrapper"))
+        kwargs.pop("vec_env_wrapper", None)  # VecPreviousActionReward, added below
+        normalize = kwargs.pop("normalize", None)
         # The zoo's order: the previous action and reward are added first, then VecNormalize (when the entry asks).
         env = VecPreviousActionReward(make_vec_env(env_id, n_envs=n_envs, seed=seed))
         eval_env = VecPreviousActionReward(make_vec_env(env_id, n_envs=10, seed=seed + 10_000))
@@ -103,56 +67,29 @@ def build(task: str, algo: str, seed: int) -> tuple[Any, Any, int]:
             eval_env = VecNormalize(eval_env, training=False, gamma=kwargs["gamma"], **{**options, "norm_reward": False})
         return R2D2(env=env, seed=seed, **kwargs), eval_env, budget
     if algo == "recurrentppo":
-        n_envs, budget, kwargs = _zoo_entry("ppo_lstm", "CartPoleNoVel-v1", drop=("normalize",))
+        n_envs, budget, kwargs = read_hyperparams("ppo_lstm", "CartPoleNoVel-v1", allow=("normalize",))
+        normalize = kwargs.pop("normalize")
         env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
         eval_env = make_vec_env(env_id, n_envs=10, seed=seed + 10_000)
-        if task == "cartpole-novel":  # the zoo entry normalises (normalize: True, with its gamma)
+        if task == "cartpole-novel" and normalize:  # the zoo entry normalises observations and rewards
             env = VecNormalize(env, gamma=kwargs["gamma"])
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=kwargs["gamma"])
         return RecurrentPPO(env=env, seed=seed, **kwargs), eval_env, budget
     cls = QRDQN if algo == "qrdqn" else DQN
-    n_envs, budget, kwargs = _zoo_entry(algo, "CartPole-v1")
+    n_envs, budget, kwargs = read_hyperparams(algo, "CartPole-v1")
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     eval_env = make_vec_env(env_id, n_envs=10, seed=seed + 10_000)
     return cls(env=env, seed=seed, **kwargs), eval_env, budget
 
 
-class Curve(BaseCallback):
-    """Deterministic evaluation every ``every`` steps, the evaluation time excluded from the training seconds."""
-
-    def __init__(self, eval_env: Any, every: int, episodes: int) -> None:
-        super().__init__()
-        self.eval_env, self.every, self.episodes = eval_env, every, episodes
-        self.curve: list[tuple[int, float, float]] = []
-
-    def _on_training_start(self) -> None:
-        self.start, self.eval_seconds, self.next = time.perf_counter(), 0.0, self.every
-
-    def evaluate(self) -> None:
-        begin = time.perf_counter()
-        if isinstance(self.eval_env, VecNormalize):
-            sync_envs_normalization(self.model.get_env(), self.eval_env)
-        mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.episodes, deterministic=True)
-        self.curve.append((self.num_timesteps, begin - self.start - self.eval_seconds, float(mean)))
-        self.eval_seconds += time.perf_counter() - begin
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self.next:
-            self.next += self.every
-            self.evaluate()
-        return True
-
-
 def run_one(task: str, algo: str, seed: int, eval_every: int) -> dict[str, Any]:
     th.set_num_threads(1)
     model, eval_env, budget = build(task, algo, seed)
-    curve = Curve(eval_env, eval_every, TASKS[task]["episodes"])
-    model.learn(budget, callback=curve)
-    if not curve.curve or curve.curve[-1][0] < model.num_timesteps:
-        curve.evaluate()
+    curve = EvaluationCurve(eval_env, eval_every, TASKS[task]["episodes"])
+    model.learn(budget, callback=curve.make())
     threshold = TASKS[task]["threshold"]
-    stayed, first = reached_and_stayed(curve.curve, threshold), first_crossing(curve.curve, threshold)
-    print(f"{task} {algo} seed {seed}: stayed from {stayed}, first {first}, final {curve.curve[-1][2]:.2f}", flush=True)
+    stayed, first = curve.reached_and_stayed(threshold), curve.first_crossing(threshold)
+    print(f"{task} {algo} seed {seed}: stayed from {stayed}, first {first}, final {curve.final:.2f}", flush=True)
     return {
         "algo": algo,
         "seed": seed,
@@ -160,7 +97,7 @@ def run_one(task: str, algo: str, seed: int, eval_every: int) -> dict[str, Any]:
         "stayed_steps": stayed[0] if stayed else None,
         "stayed_seconds": stayed[1] if stayed else None,
         "first_steps": first[0] if first else None,
-        "final": curve.curve[-1][2],
+        "final": curve.final,
         "train_seconds": curve.curve[-1][1],
         "curve": curve.curve,
     }
@@ -168,10 +105,6 @@ def run_one(task: str, algo: str, seed: int, eval_every: int) -> dict[str, Any]:
 
 def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
     return run_one(*args)
-
-
-def _median_range(values: Sequence[float], fmt: str) -> str:
-    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
 def report(task: str) -> str:
@@ -191,11 +124,11 @@ def report(task: str) -> str:
             steps = [r["stayed_steps"] for r in mine]
             secs = [r["stayed_seconds"] for r in mine]
             medians[algo] = (statistics.median(steps), statistics.median(secs))
-            cells = f"{_median_range(steps, ',.0f')} | {_median_range(secs, '.0f')}"
+            cells = f"{median_range(steps, ',.0f')} | {median_range(secs, '.0f')}"
         else:
             cells = "not on every seed | not on every seed"
-        finals = _median_range([r["final"] for r in mine], ".2f")
-        train = _median_range([r["train_seconds"] for r in mine], ".0f")
+        finals = median_range([r["final"] for r in mine], ".2f")
+        train = median_range([r["train_seconds"] for r in mine], ".0f")
         lines.append(f"| {algo} | {len(stayed)}/{len(mine)} | {cells} | {finals} | {train} | {mine[0]['budget']:,} |")
     ratios = [
         f"{ours}/{peer}: steps {medians[ours][0] / medians[peer][0]:.2f}, wall-clock {medians[ours][1] / medians[peer][1]:.2f}"

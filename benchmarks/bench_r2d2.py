@@ -33,7 +33,7 @@ from benchmarks.bench_atari import paper_atari_env
 from benchmarks.common import Pair, run_pairs, write_outputs
 from sb3_frontier import R2D2
 from sb3_frontier.algorithms.r2d2.replay import SequenceReplay
-from sb3_frontier.zoo import config_path
+from sb3_frontier.zoo import read_hyperparams
 
 PONG_RUNNER = dict(
     learning_starts=1_000,
@@ -45,20 +45,6 @@ PONG_RUNNER = dict(
     train_freq=100,
     gradient_steps=1,
 )
-
-
-def _zoo_r2d2(env_id: str) -> tuple[int, dict[str, Any]]:
-    import yaml
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    entry = dict(yaml.safe_load(config_path("r2d2").read_text())[env_id])
-    for key in ("n_timesteps", "vec_env_wrapper", "normalize"):
-        entry.pop(key, None)
-    n_envs = int(entry.pop("n_envs", 1))
-    entry = ExperimentManager._preprocess_schedules(entry)
-    if isinstance(entry.get("policy_kwargs"), str):
-        entry["policy_kwargs"] = eval(entry["policy_kwargs"], {"dict": dict})
-    return n_envs, entry
 
 
 def learner_rate(policy: str, updates: int) -> Callable[[], float]:
@@ -93,7 +79,9 @@ def loop_rate(make: Callable[[str], R2D2], steps: int, runner: str) -> Callable[
 
 
 def make_cartpole(runner: str) -> R2D2:
-    n_envs, kwargs = _zoo_r2d2("CartPoleNoVel-v1")
+    n_envs, _, kwargs = read_hyperparams("r2d2", "CartPoleNoVel-v1", allow=("normalize", "vec_env_wrapper"))
+    for key in ("normalize", "vec_env_wrapper"):  # throughput only: R2D2 adds the previous action and reward itself
+        kwargs.pop(key, None)
     runner_kwargs = {"n_actors": 1} if runner == "processes" else None
     return R2D2(
         env=make_vec_env("CartPoleNoVel-v1", n_envs=n_envs, seed=0),
@@ -207,24 +195,18 @@ def learner_section(args: argparse.Namespace) -> None:
 
 
 def runner_and_atari_sections(args: argparse.Namespace) -> None:
+    settings = (("CartPoleNoVel-v1 zoo entry", make_cartpole), ("ALE/Pong-v5, CnnLstmPolicy", make_pong))
     loops = run_pairs(
         [
             Pair(
-                "CartPoleNoVel-v1 zoo entry",
-                loop_rate(make_cartpole, args.loop_steps, "processes"),
-                loop_rate(make_cartpole, args.loop_steps, "in-process"),
+                name,
+                loop_rate(make, args.loop_steps, "processes"),
+                loop_rate(make, args.loop_steps, "in-process"),
                 "env steps/s",
                 ours_label="actor process",
                 peer_label="in-process",
-            ),
-            Pair(
-                "ALE/Pong-v5, CnnLstmPolicy",
-                loop_rate(make_pong, args.loop_steps, "processes"),
-                loop_rate(make_pong, args.loop_steps, "in-process"),
-                "env steps/s",
-                ours_label="actor process",
-                peer_label="in-process",
-            ),
+            )
+            for name, make in settings
         ],
         repeats=args.repeats,
         warmup=0,

@@ -279,6 +279,11 @@ def write_outputs(
     return section
 
 
+def median_range(values: Sequence[float], fmt: str) -> str:
+    """``"median (min-max)"`` of ``values``, each formatted with ``fmt``."""
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
 def reached_and_stayed(curve: Sequence[tuple[int, float, float]], threshold: float) -> tuple[int, float] | None:
     """
     BENCHMARKS.md's headline: the first evaluation at or above ``threshold`` after which every later evaluation up to
@@ -344,6 +349,7 @@ class EvaluationCurve:
     def make(self) -> Any:
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.evaluation import evaluate_policy
+        from stable_baselines3.common.vec_env import sync_envs_normalization
 
         outer = self
 
@@ -355,6 +361,7 @@ class EvaluationCurve:
 
             def _evaluate(self) -> None:
                 eval_start = time.perf_counter()
+                sync_envs_normalization(self.training_env, outer.eval_env)  # VecNormalize statistics, if any
                 mean, _ = evaluate_policy(self.model, outer.eval_env, n_eval_episodes=outer.n_episodes, deterministic=True)
                 train_seconds = eval_start - self.start - self.eval_seconds
                 self.eval_seconds += time.perf_counter() - eval_start

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import common, run_all
@@ -76,3 +77,17 @@ def test_reached_and_stayed_is_the_crossing_that_lasts() -> None:
     assert common.reached_and_stayed(curve, 475) == (4, 4.0)
     assert common.reached_and_stayed([*curve, (6, 6.0, 474.0)], 475) is None  # lost at the end: not reached
     assert common.reached_and_stayed([], 475) is None and common.first_crossing([], 475) is None
+
+
+def test_evaluation_curve_shares_the_observation_statistics() -> None:
+    """An evaluation env under VecNormalize is evaluated with the training env's statistics, at each evaluation."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0))
+    eval_env = VecNormalize(make_vec_env("CartPole-v1", seed=1), training=False, norm_reward=False)
+    curve = common.EvaluationCurve(eval_env, eval_every=64, n_episodes=1)
+    PPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1).learn(128, callback=curve.make())
+    assert [steps for steps, _, _ in curve.curve] == [64, 128]
+    np.testing.assert_array_equal(eval_env.obs_rms.mean, env.obs_rms.mean)

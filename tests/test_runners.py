@@ -292,3 +292,38 @@ def test_unknown_runner_options_are_rejected():
         MuZero("MlpPolicy", "CartPole-v1", runner_kwargs={"n_actors": 2})  # in-process has no options
     with pytest.raises(ValueError, match="n_actors"):
         MuZero("MlpPolicy", "CartPole-v1", runner="processes", runner_kwargs={"n_actors": 0})
+
+
+class SlowBigActor(CountingActor):
+    """Takes 0.1 s per step and sends 1 MB with each (more than a pipe holds)."""
+
+    def step(self) -> ActorStep:
+        time.sleep(0.1)
+        step = super().step()
+        step.items.append(np.ones(1 << 20, dtype=np.uint8))
+        return step
+
+
+class SlowBigFactory(CountingFactory):
+    def __call__(self, index: int) -> CountingActor:
+        return SlowBigActor(self.env.build(index), index)
+
+
+@pytest.mark.parametrize("max_pending, ahead", [(32, True), (1, False)])
+def test_actors_run_ahead_of_the_learner_up_to_max_pending(max_pending: int, ahead: bool) -> None:
+    """While the learner is busy, an actor keeps producing (up to max_pending steps), even steps larger than a pipe."""
+    env = make_vec_env("CartPole-v1", n_envs=1)
+    runner = ProcessRunner(SlowBigFactory(VecEnvCopy(env, 0)), 1, th.nn.Linear(2, 1).state_dict(), 1, max_pending=max_pending)
+    try:
+        runner.reset()
+        runner.step()  # the actor is up
+        time.sleep(3.0)  # the learner "trains": ~30 actor steps of 0.1 s
+        start = time.perf_counter()
+        received = 0
+        while received < 20:
+            received += len(runner.step())
+        elapsed = time.perf_counter() - start
+    finally:
+        runner.close()
+    # produced beforehand: read at once; not produced: 20 steps of 0.1 s each
+    assert (elapsed < 1.0) == ahead, elapsed

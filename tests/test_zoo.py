@@ -110,6 +110,10 @@ def test_read_hyperparams_converts_zoo_entries():
     assert n_envs == 8 and callable(ppo["learning_rate"]) and ppo["learning_rate"](1.0) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="env_wrapper"):
         read_hyperparams("muzero", "atari")
+    with pytest.raises(ValueError, match="normalize"):
+        read_hyperparams("r2d2", "CartPoleNoVel-v1")
+    _, _, r2d2 = read_hyperparams("r2d2", "CartPoleNoVel-v1", allow=("normalize", "vec_env_wrapper"))
+    assert r2d2["vec_env_wrapper"] == "sb3_frontier.wrappers.VecPreviousActionReward" and "norm_obs" in r2d2["normalize"]
 
 
 def test_optuna_sampler_gives_valid_muzero_arguments():

@@ -56,7 +56,9 @@ def config_path(algo: str) -> Path:
     return path
 
 
-def read_hyperparams(algo: str, env_id: str, path: str | Path | None = None) -> tuple[int, int, dict[str, Any]]:
+def read_hyperparams(
+    algo: str, env_id: str, path: str | Path | None = None, allow: tuple[str, ...] = ()
+) -> tuple[int, int, dict[str, Any]]:
     """
     One entry of an rl-zoo3 hyperparameter file, ready for the algorithm's constructor.
 
@@ -66,6 +68,8 @@ def read_hyperparams(algo: str, env_id: str, path: str | Path | None = None) -> 
     :param algo: zoo algorithm name (``"muzero"``, ``"ppo"``, ...)
     :param env_id: the entry (an environment id, or ``"atari"``)
     :param path: the YAML file (default: ours for our algorithms, rl-zoo3's ``hyperparams/<algo>.yml`` otherwise)
+    :param allow: environment set-up keys the caller applies itself (e.g. ``("normalize", "vec_env_wrapper")``): kept
+        in ``kwargs`` as written, for the caller to pop
     :return: ``(n_envs, n_timesteps, kwargs)``, ``kwargs`` holding ``policy`` and the constructor arguments
     """
     import yaml
@@ -79,7 +83,8 @@ def read_hyperparams(algo: str, env_id: str, path: str | Path | None = None) -> 
 
             path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
     entry = dict(yaml.safe_load(Path(path).read_text())[env_id])
-    unsupported = {"normalize", "env_wrapper", "frame_stack", "callback", "vec_env_wrapper", "env_kwargs"} & set(entry)
+    set_up = {"normalize", "env_wrapper", "frame_stack", "callback", "vec_env_wrapper", "env_kwargs"} - set(allow)
+    unsupported = set_up & set(entry)
     if unsupported:
         raise ValueError(f"read_hyperparams does not handle {sorted(unsupported)} (entry {algo}/{env_id}); use the zoo")
     n_envs = int(entry.pop("n_envs", 1))
