@@ -22,7 +22,7 @@ from sb3_frontier.algorithms.r2d2 import epsilon_ladder
 from sb3_frontier.algorithms.r2d2.replay import SequenceReplay
 from sb3_frontier.algorithms.r2d2.targets import sequence_priorities, window_bootstrap
 from sb3_frontier.common.runners import ActorError
-from sb3_frontier.policies.r2d2 import lstm_unroll
+from sb3_frontier.policies.recurrent import lstm_unroll
 from sb3_frontier.wrappers import ValueRescaling, VecPreviousActionReward
 
 SMALL = dict(
