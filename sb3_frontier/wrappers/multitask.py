@@ -62,6 +62,8 @@ class TaskId(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.utils.RecordCo
     :param task_id: Index of its task, in ``[0, n_tasks)``
     """
 
+    task_id: int
+
     def __init__(self, env: gym.Env[ObsType, ActType], task_id: int) -> None:
         if isinstance(task_id, bool) or not isinstance(task_id, Integral) or task_id < 0:
             raise ValueError(f"task_id must be a non-negative integer, got {task_id!r}")
@@ -144,7 +146,7 @@ class PadObservation(gym.ObservationWrapper[np.ndarray, ActType, np.ndarray], gy
         target = tuple(int(size) for size in shape)
         if len(target) != len(space.shape):
             raise ValueError(f"Cannot pad an observation of shape {space.shape} to {target}: the ranks differ")
-        if any(new < old for new, old in zip(target, space.shape)):
+        if any(new < old for new, old in zip(target, space.shape, strict=True)):
             raise ValueError(f"Cannot pad an observation of shape {space.shape} to the smaller shape {target}")
         gym.utils.RecordConstructorArgs.__init__(self, shape=target, low=low, high=high)
         gym.ObservationWrapper.__init__(self, env)
@@ -159,6 +161,8 @@ class PadObservation(gym.ObservationWrapper[np.ndarray, ActType, np.ndarray], gy
         zero = np.zeros((), dtype=space.dtype)
         if np.any(padded_low[is_padding] > zero) or np.any(padded_high[is_padding] < zero):
             raise ValueError("The padding value 0 lies outside the padded space's bounds; give low/high that contain it")
+        self.shape = target
+        self.dtype: np.dtype = space.dtype
         self.observation_space = spaces.Box(low=padded_low, high=padded_high, shape=target, dtype=space.dtype)  # type: ignore[arg-type]
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
@@ -168,7 +172,7 @@ class PadObservation(gym.ObservationWrapper[np.ndarray, ActType, np.ndarray], gy
         :param observation: Observation of the wrapped env
         :return: The padded observation
         """
-        padded = np.zeros(self.observation_space.shape, dtype=self.observation_space.dtype)
+        padded = np.zeros(self.shape, dtype=self.dtype)
         padded[self.region] = observation
         return padded
 
@@ -189,6 +193,9 @@ class PadActions(gym.ActionWrapper[ObsType, np.int64, np.int64], gym.utils.Recor
     :param n: Number of actions to expose, at least ``k``
     :param fallback: The env's action that the indices ``>= k`` take (default 0, the no-op of MinAtar and the ALE)
     """
+
+    n_env_actions: int
+    fallback: int
 
     def __init__(self, env: gym.Env[ObsType, np.int64], n: int, fallback: int = 0) -> None:
         space = env.action_space
@@ -251,12 +258,12 @@ def _common_spaces(env_ids: Sequence[str], games: Sequence[gym.Env]) -> tuple[sp
     :return: ``observation_space, action_space``
     """
     observation_spaces = [game.observation_space for game in games]
-    for env_id, space in zip(env_ids, observation_spaces):
+    for env_id, space in zip(env_ids, observation_spaces, strict=True):
         if not isinstance(space, spaces.Box):
             raise ValueError(f"Multi-task envs need Box observations to pad, but {env_id} has {space}")
     boxes: list[spaces.Box] = observation_spaces  # type: ignore[assignment]
     first_id, first = env_ids[0], boxes[0]
-    for env_id, box in zip(env_ids, boxes):
+    for env_id, box in zip(env_ids, boxes, strict=True):
         if len(box.shape) != len(first.shape):
             raise ValueError(
                 f"Cannot pad {first_id} (observation shape {first.shape}) and {env_id} (shape {box.shape}) "
@@ -273,7 +280,7 @@ def _common_spaces(env_ids: Sequence[str], games: Sequence[gym.Env]) -> tuple[sp
     high = np.max([bounds[1] for bounds in padded], axis=0).astype(first.dtype)
     observation_space = spaces.Box(low=low, high=high, shape=shape, dtype=first.dtype)  # type: ignore[arg-type]
 
-    for env_id, game in zip(env_ids, games):
+    for env_id, game in zip(env_ids, games, strict=True):
         space = game.action_space
         if not isinstance(space, spaces.Discrete) or int(space.start) != 0:
             raise ValueError(f"Multi-task envs need Discrete action spaces starting at 0, but {env_id} has {space}")
@@ -335,7 +342,10 @@ def make_multitask_vec_env(
         kwargs = {key: value for key, value in FULL_ACTION_SET_KWARGS.items() if key in spec.kwargs} if full_action_set else {}
         kwargs_per_task.append({**kwargs, **(env_kwargs or {})})
 
-    probes = [_make_game(spec, kwargs, wrapper_class, wrapper_kwargs, None) for spec, kwargs in zip(specs, kwargs_per_task)]
+    probes = [
+        _make_game(spec, kwargs, wrapper_class, wrapper_kwargs, None)
+        for spec, kwargs in zip(specs, kwargs_per_task, strict=True)
+    ]
     try:
         observation_space, action_space = _common_spaces(env_ids, probes)
     finally:

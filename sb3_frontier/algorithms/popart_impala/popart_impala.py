@@ -454,10 +454,10 @@ class PopArtIMPALA(ReplayAlgorithm):
         n = float(length * batch.n_envs)
         behaviour = th.as_tensor(batch.behaviour_log_probs, device=self.device)
         logs = {
-            "train/policy_loss": float(policy_loss) / n,
-            "train/value_loss": float(baseline_loss) / n,
-            "train/entropy": float(entropy) / n,
-            "train/loss": float(loss) / n,
+            "train/policy_loss": float(policy_loss.detach()) / n,
+            "train/value_loss": float(baseline_loss.detach()) / n,
+            "train/entropy": float(entropy.detach()) / n,
+            "train/loss": float(loss.detach()) / n,
             "train/vtrace_target_mean": float(returns.vs.mean()),
             "train/importance_ratio_mean": float(th.exp(target_log_probs.detach() - behaviour).mean()),
         }
