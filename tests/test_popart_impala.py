@@ -16,6 +16,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
+from test_r2d2 import EveryKLives  # flags lost lives every k steps, with varied rewards
 
 from sb3_frontier import PopArtIMPALA
 from sb3_frontier.algorithms.popart_impala.unrolls import Unroll, UnrollQueue
@@ -29,25 +30,6 @@ SMALL = dict(
     runner="in-process",
     policy_kwargs=dict(net_arch=[16]),
 )
-
-
-class EveryKLives(gym.Wrapper):
-    """Flags a lost life every ``k`` steps (LifeLoss "roll" semantics: the episode goes on), with varied rewards."""
-
-    def __init__(self, env: gym.Env, k: int) -> None:
-        super().__init__(env)
-        self.k = k
-        self.t = 0
-
-    def reset(self, **kwargs):
-        self.t = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.t += 1
-        info = dict(info, life_loss=self.t % self.k == 0)
-        return obs, float(reward) * (1 + self.t % 3), terminated, truncated, info
 
 
 class Scale(gym.RewardWrapper):
