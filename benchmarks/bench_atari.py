@@ -28,7 +28,7 @@ import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.atari_wrappers import AtariWrapper
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecTransposeImage
 
 from benchmarks.common import Pair, run_pairs, write_outputs
 from sb3_frontier import MuZero
@@ -56,10 +56,16 @@ class Variant:
     runner: str = "in-process"
 
 
-def paper_atari_env(env_id: str = "ALE/Pong-v5", n_envs: int = 4, seed: int = 0, screen_size: int = 96) -> VecEnv:
+def paper_atari_env(
+    env_id: str = "ALE/Pong-v5",
+    n_envs: int = 4,
+    seed: int = 0,
+    screen_size: int = 96,
+    vec_env_cls: type[DummyVecEnv | SubprocVecEnv] = DummyVecEnv,
+) -> VecEnv:
     """
-    ALE env with the papers' preprocessing: grey frames (MuZero: 96x96, R2D2: 84x84), 4 stacked, no reward clipping,
-    no life-loss episode ends.
+    ALE env with the papers' preprocessing: grey frames (MuZero: 96x96, R2D2 and IMPALA: 84x84), 4 stacked, no reward
+    clipping, no life-loss episode ends; ``vec_env_cls`` steps the envs in this process or in subprocesses.
     """
     env = make_vec_env(
         env_id,
@@ -68,6 +74,7 @@ def paper_atari_env(env_id: str = "ALE/Pong-v5", n_envs: int = 4, seed: int = 0,
         env_kwargs=dict(frameskip=1),  # AtariWrapper skips 4 frames (max-pooled) itself
         wrapper_class=AtariWrapper,
         wrapper_kwargs=dict(clip_reward=False, terminal_on_life_loss=False, screen_size=screen_size),
+        vec_env_cls=vec_env_cls,
     )
     return VecTransposeImage(VecFrameStack(env, n_stack=4))
 

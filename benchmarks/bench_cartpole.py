@@ -51,19 +51,13 @@ def run_one(name: str, seed: int, eval_every: int, budget: int | None) -> dict[s
     model = cls(env=env, seed=seed, verbose=0, **{**kwargs, **overrides})
     tracker = EvaluationCurve(eval_env, eval_every)
     model.learn(budget, callback=tracker.make())
-    stayed, first = tracker.reached_and_stayed(THRESHOLD), tracker.first_crossing(THRESHOLD)
-    print(f"{name} seed {seed}: stayed from {stayed}, first at {first}, final {tracker.final}; {tracker.curve}", flush=True)
-    return {
-        "algo": name,
-        "seed": seed,
-        "budget": budget,
-        "stayed_steps": stayed[0] if stayed else None,
-        "stayed_seconds": stayed[1] if stayed else None,
-        "first_steps": first[0] if first else None,
-        "final": tracker.final,
-        "train_seconds": tracker.curve[-1][1] if tracker.curve else None,
-        "curve": tracker.curve,
-    }
+    summary = tracker.summary(THRESHOLD)
+    print(
+        f"{name} seed {seed}: stayed from {summary['stayed_steps']}, first at {summary['first_steps']}, "
+        f"final {tracker.final}; {tracker.curve}",
+        flush=True,
+    )
+    return {"algo": name, "seed": seed, "budget": budget, **summary}
 
 
 def _run_task(task: tuple[str, int, int, int | None]) -> dict[str, Any]:

@@ -87,20 +87,13 @@ def run_one(task: str, algo: str, seed: int, eval_every: int) -> dict[str, Any]:
     model, eval_env, budget = build(task, algo, seed)
     curve = EvaluationCurve(eval_env, eval_every, TASKS[task]["episodes"])
     model.learn(budget, callback=curve.make())
-    threshold = TASKS[task]["threshold"]
-    stayed, first = curve.reached_and_stayed(threshold), curve.first_crossing(threshold)
-    print(f"{task} {algo} seed {seed}: stayed from {stayed}, first {first}, final {curve.final:.2f}", flush=True)
-    return {
-        "algo": algo,
-        "seed": seed,
-        "budget": budget,
-        "stayed_steps": stayed[0] if stayed else None,
-        "stayed_seconds": stayed[1] if stayed else None,
-        "first_steps": first[0] if first else None,
-        "final": curve.final,
-        "train_seconds": curve.curve[-1][1],
-        "curve": curve.curve,
-    }
+    summary = curve.summary(TASKS[task]["threshold"])
+    print(
+        f"{task} {algo} seed {seed}: stayed from {summary['stayed_steps']}, first {summary['first_steps']}, "
+        f"final {curve.final:.2f}",
+        flush=True,
+    )
+    return {"algo": algo, "seed": seed, "budget": budget, **summary}
 
 
 def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:

@@ -346,6 +346,23 @@ class EvaluationCurve:
         """See :func:`first_crossing`."""
         return first_crossing(self.curve, threshold)
 
+    def summary(self, threshold: float) -> dict[str, Any]:
+        """
+        What a benchmark records of one run: reached-and-stayed and first crossing (env steps, training seconds), the
+        final evaluation, the training seconds of the whole budget and the curve itself.
+
+        :param threshold: the return to reach
+        """
+        stayed, first = self.reached_and_stayed(threshold), self.first_crossing(threshold)
+        return {
+            "stayed_steps": stayed[0] if stayed else None,
+            "stayed_seconds": stayed[1] if stayed else None,
+            "first_steps": first[0] if first else None,
+            "final": self.final,
+            "train_seconds": self.curve[-1][1] if self.curve else None,
+            "curve": self.curve,
+        }
+
     def make(self) -> Any:
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.evaluation import evaluate_policy

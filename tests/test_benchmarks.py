@@ -91,3 +91,12 @@ def test_evaluation_curve_shares_the_observation_statistics() -> None:
     PPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1).learn(128, callback=curve.make())
     assert [steps for steps, _, _ in curve.curve] == [64, 128]
     np.testing.assert_array_equal(eval_env.obs_rms.mean, env.obs_rms.mean)
+
+
+def test_evaluation_curve_summary_reads_its_curve() -> None:
+    curve = common.EvaluationCurve(eval_env=None, eval_every=1)
+    assert curve.summary(475)["final"] is None and curve.summary(475)["stayed_steps"] is None
+    curve.curve = [(1, 1.0, 100.0), (2, 2.0, 480.0), (3, 3.0, 300.0), (4, 4.0, 476.0), (5, 5.5, 500.0)]
+    summary = curve.summary(475)
+    assert (summary["stayed_steps"], summary["stayed_seconds"], summary["first_steps"]) == (4, 4.0, 2)
+    assert (summary["final"], summary["train_seconds"]) == (500.0, 5.5) and summary["curve"] is curve.curve
