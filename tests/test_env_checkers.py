@@ -19,7 +19,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import sb3_frontier.wrappers
-from sb3_frontier.envs import OWN_ENVS
+from sb3_frontier.envs import OWN_ENVS, register_envs
 from sb3_frontier.wrappers import LifeLoss
 
 gym.register_envs(ale_py)
@@ -36,6 +36,7 @@ ALLOWED = {
 }
 
 LIVES_GAME_ID = "sb3_frontier_tests/LivesGame-v0"
+MINATAR_MULTITASK_ID = "sb3_frontier/MinAtarMultiTask-v0"
 
 
 class LivesGame(gym.Env[np.ndarray, np.int64]):
@@ -87,11 +88,15 @@ def run_checkers(make_env: Callable[[], gym.Env], skip_render_check: bool = Fals
     assert findings == []
 
 
-def test_lifeloss_is_our_only_gym_wrapper() -> None:
-    """The other classes of the wrappers module are not gymnasium wrappers: a value head and a replay helper."""
+def test_our_gym_wrappers_are_those_checked() -> None:
+    """
+    The gymnasium wrappers we export are LifeLoss (checked below) and the multi-task ones (checked on the multi-task
+    id below, and on padded CartPole and MinAtar in tests/test_multitask.py); the other classes of the wrappers
+    module are not gymnasium wrappers: a value head and a replay helper.
+    """
     exported = {name: getattr(sb3_frontier.wrappers, name) for name in sb3_frontier.wrappers.__all__}
     gym_wrappers = {name for name, obj in exported.items() if isinstance(obj, type) and issubclass(obj, gym.Wrapper)}
-    assert gym_wrappers == {"LifeLoss"}
+    assert gym_wrappers == {"LifeLoss", "PadActions", "PadObservation", "TaskId"}
     assert not issubclass(sb3_frontier.wrappers.PopArt, gym.Env | gym.Wrapper)
     assert not issubclass(sb3_frontier.wrappers.SequenceStacker, gym.Env | gym.Wrapper)
 
@@ -114,3 +119,13 @@ def test_lifeloss_over_a_game_with_lives(mode: str) -> None:
 def test_lifeloss_over_breakout(mode: str) -> None:
     # ALE's "human" render mode opens a window and a sound device: its render modes are ALE's, not ours
     run_checkers(lambda: LifeLoss(gym.make("ALE/Breakout-v5"), mode=mode), skip_render_check=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("task", [0, 1, 2])
+def test_minatar_multitask_env(task: int) -> None:
+    # game `task` of the set, padded (Breakout and Asterix have 4 of the 6 channels) and tagged; the render modes are
+    # MinAtar's own (float RGB frames, no frame rate), as the ALE's are the ALE's
+    pytest.importorskip("minatar")
+    register_envs()
+    run_checkers(lambda: gym.make(MINATAR_MULTITASK_ID, task=task).unwrapped, skip_render_check=True)
+    run_checkers(lambda: gym.make(MINATAR_MULTITASK_ID, task=task), skip_render_check=True)

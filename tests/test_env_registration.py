@@ -41,9 +41,9 @@ def test_import_is_cheap() -> None:
         "import sb3_frontier\n"
         "print(all(i in gym.registry for i in " + repr(OWN_IDS) + "))\n"
         "print('sb3_frontier.envs.tictactoe' in sys.modules, 'minatar' in sys.modules)\n"
-        "print(any(i.startswith('MinAtar/') for i in gym.registry))\n"
+        "print(any(i.startswith('MinAtar/') for i in gym.registry), 'sb3_frontier/MinAtarMultiTask-v0' in gym.registry)\n"
     )
-    assert out.split() == ["True", "False", "False", "False"]
+    assert out.split() == ["True", "False", "False", "False", "False"]
 
 
 def test_register_envs_adds_minatar_and_keeps_ours() -> None:
@@ -54,5 +54,6 @@ def test_register_envs_adds_minatar_and_keeps_ours() -> None:
         "ids = register_envs()\n"
         "assert register_envs() == ids\n"  # idempotent
         "print(sum(i.startswith('MinAtar/') for i in ids) > 0, all(i in ids for i in " + repr(OWN_IDS) + "))\n"
+        "print('sb3_frontier/MinAtarMultiTask-v0' in ids, 'sb3_frontier.envs.multitask' in __import__('sys').modules)\n"
     )
-    assert out.split() == ["True", "True"]
+    assert out.split() == ["True", "True", "True", "False"]  # the multi-task id too, its entry point not yet imported

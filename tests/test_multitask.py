@@ -329,3 +329,61 @@ def test_bad_arguments_are_rejected() -> None:
         make_multitask_vec_env([])
     with pytest.raises(ValueError, match="n_envs_per_task"):
         make_multitask_vec_env(GAMES, n_envs_per_task=0)
+
+
+# ---------------------------------------------------------------------------------------------- registered multi-task id
+
+MULTITASK_ID = "sb3_frontier/MinAtarMultiTask-v0"
+
+
+def test_the_multitask_id_plays_each_game_as_the_vec_env_does() -> None:
+    """``gym.make(id, task=k)``: game k in the set's common spaces, tagged k, replaying env k of the VecEnv."""
+    seed = 11
+    vec_env = make_multitask_vec_env(GAMES, seed=seed)
+    vec_obs = vec_env.reset()
+    for task, (game, channels) in enumerate(zip(GAMES, CHANNELS, strict=True)):
+        env = gym.make(MULTITASK_ID, task=task)
+        assert env.observation_space == vec_env.observation_space == gym.spaces.Box(0.0, 1.0, (10, 10, 6), bool)
+        assert env.action_space == vec_env.action_space == gym.spaces.Discrete(6)
+        assert env.unwrapped.task_id == task and env.get_wrapper_attr("task_id") == task
+        obs, info = env.reset(seed=seed + task)  # the VecEnv seeds env k with seed + k
+        assert info["task_id"] == task
+        np.testing.assert_array_equal(obs, vec_obs[task])
+        unpadded, _ = gym.make(game, use_minimal_action_set=False).reset(seed=seed + task)
+        np.testing.assert_array_equal(obs[..., :channels], unpadded)
+        assert not obs[..., channels:].any()
+        for action in range(6):
+            obs, reward, _, _, info = env.step(action)
+            assert obs in env.observation_space and type(reward) is float and info["task_id"] == task
+    vec_env.close()
+
+
+def test_the_multitask_id_renders_its_game_and_refuses_bad_tasks() -> None:
+    env = gym.make(MULTITASK_ID, task=1, render_mode="rgb_array")
+    env.reset(seed=0)
+    assert env.render().shape == (10, 10, 3)  # MinAtar's own frame of the game
+    for task in (3, -1, True, 1.0):
+        with pytest.raises(ValueError, match="task must be an index of env_ids"):
+            gym.make(MULTITASK_ID, task=task)
+    with pytest.raises(ValueError, match="sequence of env ids"):
+        gym.make(MULTITASK_ID, env_ids="MinAtar/Breakout-v1")
+
+
+def test_multitask_ids_build_every_game_as_one_vec_env() -> None:
+    from sb3_frontier.envs.multitask import is_multitask_spec, multitask_env_ids, multitask_vec_env
+
+    spec = gym.spec(MULTITASK_ID)
+    assert is_multitask_spec(spec) and not is_multitask_spec(gym.spec("CartPole-v1"))
+    assert multitask_env_ids(spec) == tuple(GAMES)
+    with pytest.raises(ValueError, match="not a multi-task id"):
+        multitask_env_ids(gym.spec("CartPole-v1"))
+    vec_env = multitask_vec_env(spec, 2, seed=0)
+    assert task_ids(vec_env).tolist() == [0, 0, 1, 1, 2, 2] and vec_env.observation_space.shape == (10, 10, 6)
+    vec_env.close()
+    # env_kwargs replace the set and its action sets; the rest goes to every game
+    two = multitask_vec_env(spec, 1, {"env_ids": GAMES[:2], "full_action_set": False, "sticky_action_prob": 0.0}, seed=0)
+    assert task_ids(two).tolist() == [0, 1] and two.action_space == gym.spaces.Discrete(4)  # Space Invaders' minimal set
+    assert [game.sticky_action_prob for game in two.get_attr("game")] == [0.0, 0.0]  # MinAtar's default is 0.1
+    two.close()
+    with pytest.raises(ValueError, match="selects one game"):
+        multitask_vec_env(spec, 1, {"task": 0})

@@ -1,12 +1,16 @@
-"""The rl-zoo3 bridge: registration, default configs, train then enjoy end to end, our wrappers from a YAML."""
+"""The rl-zoo3 bridge: registration, default configs, train then enjoy end to end, our wrappers from a YAML, multi-task ids."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import yaml
 
@@ -184,3 +188,102 @@ def test_r2d2_train_evaluate_and_enjoy_through_the_zoo(tmp_path):
     run_cli("train", *common, "-n", "200", "--eval-freq", "50", "--eval-episodes", "2", *params, cwd=tmp_path)
     assert next((tmp_path / "logs").rglob("evaluations.npz")).is_file()
     run_cli("enjoy", *common, "-n", "50", "--no-render", "--deterministic", cwd=tmp_path)
+
+
+POPART_IMPALA_CONFIG = yaml.safe_load(config_path("popart_impala").read_text())
+MULTITASK_ID = "sb3_frontier/MinAtarMultiTask-v0"
+
+
+def load_popart_impala(run: Path, env_id: str) -> Any:
+    from sb3_frontier.algorithms.popart_impala import PopArtIMPALA
+
+    return PopArtIMPALA.load(run / f"{env_id.replace('/', '-')}.zip", device="cpu")
+
+
+@pytest.mark.parametrize("env_id", sorted(POPART_IMPALA_CONFIG))
+def test_every_popart_impala_config_entry_runs(env_id, tmp_path):
+    """Each entry of our popart_impala.yml builds its env and model, acts and learns through the zoo."""
+    zoo_env = {"atari": "ALE/Pong-v5"}.get(env_id, env_id)
+    if "MinAtar" in zoo_env:
+        pytest.importorskip("minatar")
+    n_envs = 3 if zoo_env == MULTITASK_ID else 2  # the multi-task entry needs one env per game at least
+    args = ["--algo", "popart_impala", "--env", zoo_env, "-f", str(tmp_path / "logs"), "--eval-freq", "-1", "--seed", "0"]
+    params = ["-params", f"n_envs:{n_envs}", f"batch_size:{n_envs}", "unroll_length:4", "runner:'in-process'"]
+    run_cli("train", *args, "-n", str(8 * n_envs), *params, cwd=tmp_path)
+    model = load_popart_impala(tmp_path / "logs" / "popart_impala" / f"{zoo_env.replace('/', '-')}_1", zoo_env)
+    assert model._n_updates == 2  # two batches of one 4-step unroll per env
+    assert model.n_tasks == (3 if zoo_env == MULTITASK_ID else 1)
+    expected_policy = POPART_IMPALA_CONFIG[env_id]["policy"]
+    assert type(model.policy).__name__ == {"MlpPolicy": "PopArtIMPALAPolicy"}.get(expected_policy, expected_policy)
+    if env_id == "atari":
+        assert model.observation_space.shape == (4, 84, 84)  # 84x84 grey frames, 4 stacked, channel first
+        assert model.policy_kwargs["torso"] == "nature"
+
+
+def test_popart_impala_trains_evaluates_and_enjoys_the_multitask_entry(tmp_path):
+    """Through the zoo, the multi-task entry trains on every game (one task id, one PopArt statistic per game)."""
+    pytest.importorskip("minatar")
+    from sb3_frontier.envs import MINATAR_MULTITASK_ENVS
+
+    common = ["--algo", "popart_impala", "--env", MULTITASK_ID, "-f", str(tmp_path / "logs"), "--seed", "0"]
+    params = ["-params", "n_envs:3", "batch_size:3", "unroll_length:4"]  # the entry's runner: an actor process
+    run_cli("train", *common, "-n", "60", "--eval-freq", "24", "--eval-episodes", "3", *params, cwd=tmp_path)
+    run = tmp_path / "logs" / "popart_impala" / "sb3_frontier-MinAtarMultiTask-v0_1"
+    model = load_popart_impala(run, MULTITASK_ID)
+    assert model.n_tasks == 3
+    assert (model.policy.value_net.mu != 0).all()  # every task's statistics were updated: its game was played
+    monitors = sorted(run.glob("*.monitor.csv"))
+    games = [json.loads(path.read_text().splitlines()[0][1:])["env_id"] for path in monitors]
+    assert games == list(MINATAR_MULTITASK_ENVS[MULTITASK_ID])  # rank k played game k
+    evaluations = np.load(run / "evaluations.npz")
+    assert evaluations["results"].shape[1] == 3
+    run_cli("enjoy", *common, "-n", "30", "--no-render", "--env-kwargs", "task:2", cwd=tmp_path)
+
+
+@pytest.fixture
+def multitask_manager(tmp_path):
+    """rl-zoo3's experiment manager for the multi-task id, with the multi-task VecEnvs installed."""
+    pytest.importorskip("minatar")
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    from sb3_frontier.envs import register_envs
+    from sb3_frontier.zoo.multitask import use_multitask_envs
+
+    register_envs()
+    use_multitask_envs()
+    use_multitask_envs()  # installing twice wraps once
+    return ExperimentManager(argparse.Namespace(), "popart_impala", MULTITASK_ID, str(tmp_path), seed=3)
+
+
+def test_zoo_builds_the_multitask_vec_envs(multitask_manager, tmp_path):
+    """Training envs split evenly over the games, the evaluation env one per game, then rl-zoo3's own wrappers."""
+    from rl_zoo3 import exp_manager
+    from rl_zoo3.exp_manager import ExperimentManager
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from sb3_frontier.wrappers import task_ids
+
+    multitask_manager.frame_stack = 2
+    train_env = multitask_manager.create_envs(6)
+    assert isinstance(train_env, VecFrameStack) and train_env.observation_space.shape == (10, 10, 12)
+    assert task_ids(train_env).tolist() == [0, 0, 1, 1, 2, 2]
+    # rl-zoo3's seeding: rank r is seeded with seed + r (rank 2 is the first Space Invaders env)
+    single = gym.make("MinAtar/SpaceInvaders-v1", use_minimal_action_set=False)
+    np.testing.assert_array_equal(train_env.reset()[2][..., 6:12], single.reset(seed=3 + 2)[0])
+    assert task_ids(multitask_manager.create_envs(1, eval_env=True)).tolist() == [0, 1, 2]
+    assert task_ids(multitask_manager.create_envs(4, eval_env=True)).tolist() == [0, 0, 1, 1, 2, 2]
+    assert exp_manager.make_vec_env is make_vec_env  # replaced only during the call
+    plain = ExperimentManager(argparse.Namespace(), "ppo", "CartPole-v1", str(tmp_path), seed=3)
+    cartpoles = plain.create_envs(2)
+    assert cartpoles.num_envs == 2 and task_ids(cartpoles) is None
+
+
+def test_zoo_refuses_a_multitask_n_envs_that_does_not_split_over_the_games(multitask_manager):
+    with pytest.raises(ValueError, match="n_envs must be a multiple of 3, got n_envs=4"):
+        multitask_manager.create_envs(4)
+    with pytest.raises(ValueError, match="n_envs must be a multiple of 3, got n_envs=2"):
+        multitask_manager.create_envs(2)
+    multitask_manager.env_kwargs = {"task": 1}
+    with pytest.raises(ValueError, match="selects one game"):
+        multitask_manager.create_envs(3)

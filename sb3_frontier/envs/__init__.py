@@ -1,4 +1,5 @@
-"""Environments we register with gymnasium: our small board games (on import) and MinAtar's games (on request)."""
+"""Environments we register with gymnasium: our small board games (on import), MinAtar's games and a multi-task set of
+them (on request)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ OWN_ENVS: dict[str, tuple[str, dict[str, Any]]] = {
     "sb3_frontier/TicTacToeVsRandom-v0": ("sb3_frontier.envs.tictactoe:TicTacToeVsOpponent", {"opponent": "random"}),
     "sb3_frontier/TicTacToeVsMinimax-v0": ("sb3_frontier.envs.tictactoe:TicTacToeVsOpponent", {"opponent": "minimax"}),
     "sb3_frontier/CueMemory-v0": ("sb3_frontier.envs.memory:CueMemory", {"delay": 30}),
+}
+
+#: Entry point of multi-task ids: :class:`sb3_frontier.envs.multitask.MultiTaskEnv` (one game, ``task=k``, in the set's
+#: common spaces), as a string so that registering imports nothing.
+MULTITASK_ENTRY_POINT = "sb3_frontier.envs.multitask:MultiTaskEnv"
+
+#: Multi-task sets of MinAtar games, id -> games (one per task); registered with MinAtar's games, with the entry point
+#: :data:`MULTITASK_ENTRY_POINT`. ``sb3-frontier train`` trains on all the games of such an id at once
+#: (:mod:`sb3_frontier.zoo.multitask`).
+MINATAR_MULTITASK_ENVS: dict[str, tuple[str, ...]] = {
+    "sb3_frontier/MinAtarMultiTask-v0": ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1", "MinAtar/Asterix-v1"),
 }
 
 
@@ -41,6 +53,8 @@ def register_envs() -> list[str]:
 
     - ``MinAtar/<Game>-v0|v1`` from the ``minatar`` package (if installed; it ships a registration
       function but does not call it on import, and importing it is not free, hence not done on our import);
+    - with them, the multi-task sets of :data:`MINATAR_MULTITASK_ENVS` (``sb3_frontier/MinAtarMultiTask-v0``:
+      Breakout, Space Invaders and Asterix; ``gym.make(id, task=k)`` plays game ``k``);
     - our own environments, see :func:`register_own_envs`.
 
     :return: ids that are registered after the call (those this function is responsible for)
@@ -52,7 +66,11 @@ def register_envs() -> list[str]:
 
             minatar.gym.register_envs()
         ids += [env_id for env_id in gym.registry if env_id.startswith("MinAtar/")]
+        for env_id, games in MINATAR_MULTITASK_ENVS.items():
+            if env_id not in gym.registry:
+                gym.register(id=env_id, entry_point=MULTITASK_ENTRY_POINT, kwargs={"env_ids": games})
+        ids += list(MINATAR_MULTITASK_ENVS)
     return ids + register_own_envs()
 
 
-__all__ = ["OWN_ENVS", "register_envs", "register_own_envs"]
+__all__ = ["MINATAR_MULTITASK_ENVS", "MULTITASK_ENTRY_POINT", "OWN_ENVS", "register_envs", "register_own_envs"]

@@ -10,7 +10,10 @@ module builds that setting from gymnasium envs:
 - :class:`PadActions` exposes the common (largest) ``Discrete(n)``; an action the game lacks is its no-op;
 - :class:`TaskId` tags an env with its task (``env.task_id``, ``info["task_id"]``);
 - :func:`make_multitask_vec_env` builds, checks and stacks all of these for a list of env ids;
-- :func:`task_ids` and :func:`count_tasks` read the tags back from any VecEnv (the algorithm's side).
+- :func:`task_ids` and :func:`count_tasks` read the tags back from any VecEnv (the algorithm's side);
+- :func:`game_kwargs`, :func:`common_spaces` and :func:`pad_to` are its steps (a game's kwargs, the spaces every
+  game pads to, one game padded to them), shared with :class:`~sb3_frontier.envs.multitask.MultiTaskEnv`, which
+  builds one game of a set as a registered env (``gym.make("sb3_frontier/MinAtarMultiTask-v0", task=2)``).
 
 Action sets. A padded action index must mean the same thing in every game, or the shared policy learns a
 different meaning for each index per task. Arcade games have a natural common set: every MinAtar game acts on
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from numbers import Integral
 from typing import Any, SupportsFloat
 
@@ -231,6 +235,7 @@ def _make_game(
     wrapper_class: Callable[..., gym.Env] | None,
     wrapper_kwargs: dict[str, Any],
     monitor_path: str | None,
+    monitor_kwargs: dict[str, Any],
 ) -> gym.Env:
     """
     One game before padding: ``gym.make``, SB3's ``Monitor``, then ``wrapper_class``, as in SB3's ``make_vec_env``.
@@ -240,23 +245,52 @@ def _make_game(
     :param wrapper_class: Wrapper applied after ``Monitor``, or None
     :param wrapper_kwargs: Its kwargs
     :param monitor_path: ``Monitor``'s file (None: no file)
+    :param monitor_kwargs: ``Monitor``'s other kwargs
     :return: The env
     """
-    env: gym.Env = Monitor(gym.make(spec, **env_kwargs), filename=monitor_path)
+    env: gym.Env = Monitor(gym.make(spec, **env_kwargs), filename=monitor_path, **monitor_kwargs)
     if wrapper_class is not None:
         env = wrapper_class(env, **wrapper_kwargs)
     return env
 
 
-def _common_spaces(env_ids: Sequence[str], games: Sequence[gym.Env]) -> tuple[spaces.Box, spaces.Discrete]:
+def game_kwargs(
+    spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any] | None, full_action_set: bool
+) -> dict[str, Any]:
+    """
+    Constructor kwargs of one game of a multi-task set: the kwargs of :data:`FULL_ACTION_SET_KWARGS` that the game's
+    registration declares (with ``full_action_set``), then ``env_kwargs``, which take precedence.
+
+    :param spec: The game's registration
+    :param env_kwargs: Kwargs given for every game (None: none)
+    :param full_action_set: Switch the game to its full action set where its registration allows it
+    :return: The kwargs for ``gym.make(spec, **kwargs)``
+    """
+    switch = {key: value for key, value in FULL_ACTION_SET_KWARGS.items() if key in spec.kwargs} if full_action_set else {}
+    return {**switch, **(env_kwargs or {})}
+
+
+def common_spaces(env_ids: Sequence[str], make_games: Sequence[Callable[[], gym.Env]]) -> tuple[spaces.Box, spaces.Discrete]:
     """
     The observation space every game pads to (largest size in each dim, union of the padded bounds) and the action
-    space every game pads to (the most actions).
+    space every game pads to (the most actions). One env of each game is built with ``make_games`` and closed.
 
     :param env_ids: The games' ids, for the error messages
-    :param games: One env of each game, as built for the VecEnv before padding
+    :param make_games: One factory per game, building it as it will be played before padding
     :return: ``observation_space, action_space``
     """
+    games = []
+    try:
+        for make_game in make_games:
+            games.append(make_game())
+        return _common_spaces(env_ids, games)
+    finally:
+        for game in games:
+            game.close()
+
+
+def _common_spaces(env_ids: Sequence[str], games: Sequence[gym.Env]) -> tuple[spaces.Box, spaces.Discrete]:
+    """:func:`common_spaces` of built games."""
     observation_spaces = [game.observation_space for game in games]
     for env_id, space in zip(env_ids, observation_spaces, strict=True):
         if not isinstance(space, spaces.Box):
@@ -288,6 +322,23 @@ def _common_spaces(env_ids: Sequence[str], games: Sequence[gym.Env]) -> tuple[sp
     return observation_space, spaces.Discrete(n_actions)
 
 
+def pad_to(env: gym.Env, observation_space: spaces.Box, action_space: spaces.Discrete) -> gym.Env:
+    """
+    Pad a game to a multi-task set's common spaces (:func:`common_spaces`): :class:`PadObservation` and
+    :class:`PadActions`, each only where the game's own space differs.
+
+    :param env: The game, as built for the set (after any ``wrapper_class``)
+    :param observation_space: The common observation space
+    :param action_space: The common action space
+    :return: The padded env, whose spaces are the common ones
+    """
+    if env.observation_space != observation_space:
+        env = PadObservation(env, observation_space.shape, low=observation_space.low, high=observation_space.high)
+    if env.action_space != action_space:
+        env = PadActions(env, int(action_space.n))
+    return env
+
+
 def make_multitask_vec_env(
     env_ids: Sequence[str],
     n_envs_per_task: int = 1,
@@ -299,6 +350,7 @@ def make_multitask_vec_env(
     full_action_set: bool = True,
     wrapper_kwargs: dict[str, Any] | None = None,
     vec_env_kwargs: dict[str, Any] | None = None,
+    monitor_kwargs: dict[str, Any] | None = None,
 ) -> VecEnv:
     """
     A VecEnv of several games for a multi-task agent (Hessel et al. 2018): ``n_envs_per_task`` envs of each id, in
@@ -329,6 +381,7 @@ def make_multitask_vec_env(
     :param full_action_set: Switch games to their full action set where their registration allows it
     :param wrapper_kwargs: Kwargs of ``wrapper_class``
     :param vec_env_kwargs: Kwargs of ``vec_env_cls`` (e.g. ``{"start_method": "spawn"}``)
+    :param monitor_kwargs: Other kwargs of ``Monitor`` (e.g. ``info_keywords``)
     :return: The VecEnv; read its task ids with :func:`task_ids`
     """
     if isinstance(env_ids, str) or len(env_ids) == 0:
@@ -336,21 +389,16 @@ def make_multitask_vec_env(
     if isinstance(n_envs_per_task, bool) or not isinstance(n_envs_per_task, Integral) or n_envs_per_task < 1:
         raise ValueError(f"n_envs_per_task must be a positive integer, got {n_envs_per_task!r}")
     wrapper_kwargs = dict(wrapper_kwargs or {})
+    monitor_kwargs = dict(monitor_kwargs or {})
     specs = [gym.spec(env_id) for env_id in env_ids]
-    kwargs_per_task = []
-    for spec in specs:
-        kwargs = {key: value for key, value in FULL_ACTION_SET_KWARGS.items() if key in spec.kwargs} if full_action_set else {}
-        kwargs_per_task.append({**kwargs, **(env_kwargs or {})})
-
-    probes = [
-        _make_game(spec, kwargs, wrapper_class, wrapper_kwargs, None)
-        for spec, kwargs in zip(specs, kwargs_per_task, strict=True)
-    ]
-    try:
-        observation_space, action_space = _common_spaces(env_ids, probes)
-    finally:
-        for probe in probes:
-            probe.close()
+    kwargs_per_task = [game_kwargs(spec, env_kwargs, full_action_set) for spec in specs]
+    observation_space, action_space = common_spaces(
+        env_ids,
+        [
+            partial(_make_game, spec, kwargs, wrapper_class, wrapper_kwargs, None, monitor_kwargs)
+            for spec, kwargs in zip(specs, kwargs_per_task, strict=True)
+        ],
+    )
 
     def make_env(task: int, rank: int) -> Callable[[], gym.Env]:
         def _init() -> gym.Env:
@@ -358,12 +406,8 @@ def make_multitask_vec_env(
             if monitor_dir is not None:
                 os.makedirs(monitor_dir, exist_ok=True)
                 monitor_path = os.path.join(monitor_dir, str(rank))
-            env = _make_game(specs[task], kwargs_per_task[task], wrapper_class, wrapper_kwargs, monitor_path)
-            if env.observation_space != observation_space:
-                env = PadObservation(env, observation_space.shape, low=observation_space.low, high=observation_space.high)
-            if env.action_space != action_space:
-                env = PadActions(env, int(action_space.n))
-            env = TaskId(env, task)
+            game = _make_game(specs[task], kwargs_per_task[task], wrapper_class, wrapper_kwargs, monitor_path, monitor_kwargs)
+            env = TaskId(pad_to(game, observation_space, action_space), task)
             if seed is not None:
                 env.action_space.seed(seed + rank)
             return env
@@ -423,7 +467,10 @@ __all__ = [
     "PadActions",
     "PadObservation",
     "TaskId",
+    "common_spaces",
     "count_tasks",
+    "game_kwargs",
     "make_multitask_vec_env",
+    "pad_to",
     "task_ids",
 ]

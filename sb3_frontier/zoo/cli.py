@@ -8,6 +8,12 @@ Examples::
 
 ``train`` reads ``sb3_frontier/zoo_configs/<algo>.yml`` for our algorithms unless ``-conf/--conf-file`` is given;
 every other option is rl-zoo3's own (``sb3-frontier train --help``).
+
+Multi-task ids train on every game of their set at once, one task id per env (:mod:`sb3_frontier.zoo.multitask`);
+``n_envs`` must be a multiple of the number of games, and ``enjoy`` plays one game (``--env-kwargs task:k``, default 0)::
+
+    sb3-frontier train --algo popart_impala --env sb3_frontier/MinAtarMultiTask-v0 --eval-episodes 6
+    sb3-frontier enjoy --algo popart_impala --env sb3_frontier/MinAtarMultiTask-v0 -f logs/ --env-kwargs task:2
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Sequence
 from sb3_frontier.envs import register_envs
 from sb3_frontier.zoo import config_path, register_algorithms
 from sb3_frontier.zoo.callbacks import use_mask_aware_evaluation
+from sb3_frontier.zoo.multitask import use_multitask_envs
 
 COMMANDS = ("train", "enjoy", "record-video")
 
@@ -84,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if _option_value(rest, "--algo") in ours:
             use_mask_aware_evaluation()  # the zoo's evaluation passes action masks to our algorithms
+        use_multitask_envs()  # a multi-task id gets a VecEnv of all its games
         sys.argv = [program, *with_default_config(rest, list(ours))]
         train()
     elif command == "enjoy":
