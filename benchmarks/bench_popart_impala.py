@@ -41,8 +41,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from gymnasium.wrappers import TransformReward
+from gymnasium.wrappers import TimeLimit, TransformReward
 from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
@@ -58,7 +59,8 @@ from benchmarks.common import (
     write_outputs,
 )
 from sb3_frontier import PopArtIMPALA
-from sb3_frontier.envs import register_envs
+from sb3_frontier.envs import MINATAR_MULTITASK_ENVS, register_envs
+from sb3_frontier.wrappers.multitask import make_multitask_vec_env
 from sb3_frontier.zoo import read_hyperparams
 
 CARTPOLE = "CartPole-v1"
@@ -69,7 +71,8 @@ SCALE_ALGOS: dict[str, tuple[str, dict[str, Any]]] = {
     "impala": ("popart_impala", {"popart": False}),
     "ppo": ("ppo", {}),
 }
-MINATAR_GAMES = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1", "MinAtar/Asterix-v1")
+MULTITASK_ID = "sb3_frontier/MinAtarMultiTask-v0"
+MINATAR_GAMES = MINATAR_MULTITASK_ENVS[MULTITASK_ID]
 
 
 # ---------------------------------------------------------------------------------------------------- reward scales
@@ -316,6 +319,135 @@ def throughput_main(args: argparse.Namespace) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- multi-task
+def minatar_eval_env(game: str, seed: int, multitask: bool) -> Any:
+    """
+    Ten envs of one game for evaluation, as its model sees it: the game itself for a single-task model, the game in the
+    multi-task set's common spaces (``sb3_frontier/MinAtarMultiTask-v0``) for the multi-task one; episodes capped at
+    10,000 steps (MinAtar's games have no time limit of their own).
+    """
+    limit = {"wrapper_class": TimeLimit, "wrapper_kwargs": {"max_episode_steps": 10_000}}
+    if multitask:
+        env_kwargs = {"task": MINATAR_GAMES.index(game)}
+        return make_vec_env(MULTITASK_ID, n_envs=10, seed=seed + 10_000, env_kwargs=env_kwargs, **limit)  # type: ignore[arg-type]
+    return make_vec_env(game, n_envs=10, seed=seed + 10_000, **limit)  # type: ignore[arg-type]
+
+
+def run_minatar(games: tuple[str, ...], steps_per_task: int, seed: int, evaluations: int) -> dict[str, Any]:
+    """
+    Train one model on ``games`` (one game: single-task, its zoo entry; several: the multi-task zoo entry) for
+    ``steps_per_task`` frames per game; evaluate each game ``evaluations`` times along the way (10 episodes each).
+    """
+    th.set_num_threads(1)
+    register_envs()
+    multitask = len(games) > 1
+    n_envs, _, kwargs = read_hyperparams("popart_impala", MULTITASK_ID if multitask else games[0])
+    if multitask:
+        env = make_multitask_vec_env(games, n_envs_per_task=n_envs // len(games), seed=seed)
+    else:
+        env = make_vec_env(games[0], n_envs=n_envs, seed=seed)
+    budget = steps_per_task * len(games)
+    model = PopArtIMPALA(env=env, seed=seed, **kwargs)
+    curves = {game: EvaluationCurve(minatar_eval_env(game, seed, multitask), budget // evaluations) for game in games}
+    start = time.perf_counter()
+    model.learn(budget, callback=CallbackList([curve.make() for curve in curves.values()]))
+    seconds = time.perf_counter() - start
+    for game, curve in curves.items():
+        print(f"{'multi-task' if multitask else 'single-task'} {game}: {curve.curve}", flush=True)
+    return {
+        "model": "multi-task" if multitask else "single-task",
+        "games": list(games),
+        "n_envs": n_envs,
+        "budget": budget,
+        "seconds_with_evaluation": seconds,
+        "curves": {game: curve.curve for game, curve in curves.items()},
+    }
+
+
+def _run_minatar(task: tuple[tuple[str, ...], int, int, int]) -> dict[str, Any]:
+    return run_minatar(*task)
+
+
+def multitask_main(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    tasks = [(MINATAR_GAMES, args.steps_per_task, args.seed, args.evaluations)]
+    tasks += [((game,), args.steps_per_task, args.seed, args.evaluations) for game in MINATAR_GAMES]
+    runs = _map(_run_minatar, tasks, args.jobs)
+    payload = {
+        "environment": environment_info(),
+        "command": command_line("benchmarks.bench_popart_impala", argv),
+        "steps_per_task": args.steps_per_task,
+        "seed": args.seed,
+        "jobs": args.jobs,
+        "runs": runs,
+    }
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "popart_impala_multitask.json").write_text(json.dumps(payload, indent=2))
+    print(multitask_report())
+
+
+def multitask_report() -> str:
+    """The plot and the results.md section from the multi-task JSON."""
+    data = json.loads((OUT_DIR / "popart_impala_multitask.json").read_text())
+    runs, info = data["runs"], data["environment"]
+    multi = next(r for r in runs if r["model"] == "multi-task")
+    single = {r["games"][0]: r for r in runs if r["model"] == "single-task"}
+    lines = [
+        "| game | multi-task model: final evaluation (best along the way) | single-task model: final (best) | final, "
+        "multi / single |",
+        "|---|---|---|---|",
+    ]
+    for game in multi["games"]:
+        m, s = multi["curves"][game], single[game]["curves"][game]
+        m_final, s_final = m[-1][2], s[-1][2]
+        ratio = f"{m_final / s_final:.2f}" if s_final > 0 else "-"
+        lines.append(
+            f"| {game} | {m_final:.2f} ({max(v for _, _, v in m):.2f}) | {s_final:.2f} ({max(v for _, _, v in s):.2f}) "
+            f"| {ratio} |"
+        )
+    plot_multitask(multi, single)
+    section = (
+        "## PopArt-IMPALA multi-task on three MinAtar games beside one model per game\n\n"
+        f"Command: `{data['command']}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch "
+        f"thread per run, {data['jobs']} run(s) at a time. Raw curves: `benchmarks/out/popart_impala_multitask.json`; "
+        "plot: `benchmarks/out/popart_impala_multitask.png`.\n\n"
+        + "\n".join(lines)
+        + f"\n\nEqual frames per game: {data['steps_per_task']:,} for each single-task model, "
+        f"{multi['budget']:,} for the multi-task model ({len(multi['games'])} games at once), seed {data['seed']}. "
+        "Multi-task: the `sb3_frontier/MinAtarMultiTask-v0` entry of `sb3_frontier/zoo_configs/popart_impala.yml` "
+        f"({multi['n_envs']} envs, one value output and one set of PopArt statistics per game, boards padded to the most "
+        "channels, MinAtar's six shared actions); single-task: each game's own entry ("
+        + ", ".join(f"{r['n_envs']} envs" for r in single.values())
+        + ", the game's minimal action set). Evaluation: 10 deterministic episodes (capped at 10,000 steps) of each "
+        "game, several times along the way and at the end. Wall-clock with evaluation: multi-task "
+        f"{multi['seconds_with_evaluation']:.0f} s; single-task "
+        + ", ".join(f"{r['seconds_with_evaluation']:.0f} s" for r in single.values())
+        + "."
+    )
+    update_results_section("bench_popart_impala_multitask", section)
+    return section
+
+
+def plot_multitask(multi: dict[str, Any], single: dict[str, dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = multi["games"]
+    fig, axes = plt.subplots(1, len(games), figsize=(4.5 * len(games), 3.8), squeeze=False)
+    for ax, game in zip(axes[0], games, strict=True):
+        for label, run, colour in (("multi-task", multi, "tab:purple"), ("single-task", single[game], "tab:blue")):
+            steps, _, returns = zip(*run["curves"][game], strict=True)
+            per_game = [step / len(run["games"]) for step in steps]  # frames of this game
+            ax.plot(per_game, returns, color=colour, marker="o", label=label)
+        ax.set_title(game)
+        ax.set_xlabel("frames of this game")
+        ax.legend()
+    axes[0][0].set_ylabel("evaluation return (10 episodes)")
+    fig.tight_layout()
+    fig.savefig(OUT_DIR / "popart_impala_multitask.png", dpi=110)
+    plt.close(fig)
+
+
 def _map(fn: Callable[[Any], dict[str, Any]], tasks: list[Any], jobs: int) -> list[dict[str, Any]]:
     """``fn`` over ``tasks``, ``jobs`` at a time in forked worker processes (in this process for one job)."""
     if jobs > 1:
@@ -342,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     multitask = sub.add_parser("multitask", help="three MinAtar games: one model beside one per game")
     multitask.add_argument("--steps-per-task", type=int, default=300_000)
     multitask.add_argument("--seed", type=int, default=0)
+    multitask.add_argument("--evaluations", type=int, default=5)
     multitask.add_argument("--jobs", type=int, default=1)
     multitask.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
@@ -350,8 +483,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.section == "throughput":
         throughput_main(args)
     else:
-        register_envs()
-        raise NotImplementedError
+        print(multitask_report()) if args.report_only else multitask_main(args, argv)
 
 
 if __name__ == "__main__":
