@@ -1,7 +1,7 @@
 """PopArt-IMPALA beside plain IMPALA, SB3's PPO and A2C: reward-scale invariance, CartPole, Atari throughput, multi-task.
 
     python -m benchmarks.bench_popart_impala scales [--seeds 3] [--scales 0.001 1 1000] [--jobs 2]
-    python -m benchmarks.bench_popart_impala throughput [--steps 16384] [--repeats 3] [--threads 2]
+    python -m benchmarks.bench_popart_impala throughput [--steps 12288] [--repeats 3] [--threads 1 2]
     python -m benchmarks.bench_popart_impala multitask [--steps-per-task 300000] [--jobs 2]
 
 - ``scales``: CartPole-v1 with every reward multiplied by 1e-3, 1 and 1e3 (gymnasium's ``TransformReward``, inside
@@ -269,43 +269,53 @@ def throughput_rate(algo: str, vec_env_cls: type[DummyVecEnv | SubprocVecEnv], s
 
 
 def throughput_main(args: argparse.Namespace) -> None:
-    th.set_num_threads(args.threads)
-    sides: list[tuple[str, str, type[DummyVecEnv | SubprocVecEnv]]] = [("popart_impala", "DummyVecEnv", DummyVecEnv)]
-    sides += [
-        (algo, name, cls)
-        for algo in ("ppo", "a2c")
-        for name, cls in (("DummyVecEnv", DummyVecEnv), ("SubprocVecEnv", SubprocVecEnv))
-    ]
-    rates: dict[tuple[str, str], list[float]] = {(algo, name): [] for algo, name, _ in sides}
+    vec_envs = {"DummyVecEnv": DummyVecEnv, "SubprocVecEnv": SubprocVecEnv}
+    configs = [("popart_impala", "DummyVecEnv", threads) for threads in args.threads]
+    configs += [(algo, name, threads) for algo in ("ppo", "a2c") for name in vec_envs for threads in args.threads]
+    rates: dict[tuple[str, str, int], list[float]] = {config: [] for config in configs}
     for repeat in range(args.repeats):
-        order = sides[repeat % len(sides) :] + sides[: repeat % len(sides)]
-        for algo, name, cls in order:
-            rate = throughput_rate(algo, cls, args.steps)
-            rates[algo, name].append(rate)
-            print(f"  repeat {repeat}: {algo} {name} {rate:.1f} env steps/s", flush=True)
-    ours = rates["popart_impala", "DummyVecEnv"]
-    results = [
-        PairResult(
-            f"Pong, 8 envs, learn({args.steps:,})",
-            "env steps/s",
-            True,
-            "PopArt-IMPALA (actor process)",
-            f"{algo.upper()} ({name})",
-            ours=list(ours),
-            peer=rates[algo, name],
+        order = configs[repeat % len(configs) :] + configs[: repeat % len(configs)]
+        for algo, name, threads in order:
+            th.set_num_threads(threads)
+            rate = throughput_rate(algo, vec_envs[name], args.steps)
+            rates[algo, name, threads].append(rate)
+            print(f"  repeat {repeat}: {algo} {name} {threads} thread(s) {rate:.1f} env steps/s", flush=True)
+
+    def best(algo: str, name: str) -> tuple[int, list[float]]:
+        """The thread count with the highest median rate, and its rates."""
+        threads = max(args.threads, key=lambda n: statistics.median(rates[algo, name, n]))
+        return threads, rates[algo, name, threads]
+
+    ours_threads, ours = best("popart_impala", "DummyVecEnv")
+    results = []
+    for algo, name in ((algo, name) for algo in ("ppo", "a2c") for name in vec_envs):
+        peer_threads, peer = best(algo, name)
+        results.append(
+            PairResult(
+                f"Pong, 8 envs, learn({args.steps:,})",
+                "env steps/s",
+                True,
+                f"PopArt-IMPALA (actor process, {ours_threads} learner thread(s))",
+                f"{algo.upper()} ({name}, {peer_threads} thread(s))",
+                ours=list(ours),
+                peer=list(peer),
+            )
         )
-        for algo, name, _ in sides[1:]
-    ]
+    every = "; ".join(
+        f"{algo} {name} {threads} thread(s): {statistics.median(values):.0f}"
+        for (algo, name, threads), values in rates.items()
+    )
     notes = (
         f"Each value: environment steps per second of one `learn({args.steps:,})` from a new model (network set-up "
         "excluded, actor start-up and every update included), "
-        f"{args.repeats} repeats with the five configurations taking turns (the order rotates each repeat); "
-        f"torch threads {args.threads} in the learner. Env: ALE/Pong-v5, AtariWrapper (84x84 grey, 4-frame skip with "
+        f"{args.repeats} repeats with the {len(configs)} configurations taking turns (the order rotates each repeat). "
+        f"Every side ran with torch threads {' and '.join(map(str, args.threads))}; each row shows the side's faster "
+        f"setting (medians of all: {every}). Env: ALE/Pong-v5, AtariWrapper (84x84 grey, 4-frame skip with "
         "max-pooling, no reward clipping, no life-loss ends), 4 stacked frames, 8 envs. PopArt-IMPALA: its defaults "
         "(unrolls of 20, batches of 32 unrolls, RMSProp, one actor process stepping the 8 envs while the learner "
         "trains) with `policy_kwargs=dict(torso='nature')`; PPO and A2C: rl-zoo3's `atari` entries (PPO: n_steps 128, "
         "4 epochs of minibatches of 256; A2C: n_steps 5, RMSprop) at 8 envs, their `CnnPolicy` (the Nature CNN). "
-        "The ratio compares each repeat's PopArt-IMPALA run with the peer run of the same repeat."
+        "The ratio pairs each repeat's PopArt-IMPALA run with the peer's run of the same repeat."
     )
     print(
         write_outputs(
@@ -313,7 +323,7 @@ def throughput_main(args: argparse.Namespace) -> None:
             "PopArt-IMPALA throughput on Pong beside PPO and A2C",
             results,
             notes,
-            extra={"rates": {f"{a} {n}": v for (a, n), v in rates.items()}, "steps": args.steps, "threads": args.threads},
+            extra={"rates": {f"{a} {n} {t}": v for (a, n, t), v in rates.items()}, "steps": args.steps},
         )
     )
 
@@ -468,9 +478,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     scales.add_argument("--jobs", type=int, default=1)
     scales.add_argument("--report-only", action="store_true")
     throughput = sub.add_parser("throughput", help="Pong env steps/s beside PPO and A2C")
-    throughput.add_argument("--steps", type=int, default=16_384)
+    throughput.add_argument("--steps", type=int, default=12_288)
     throughput.add_argument("--repeats", type=int, default=3)
-    throughput.add_argument("--threads", type=int, default=2)
+    throughput.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to try per side")
     multitask = sub.add_parser("multitask", help="three MinAtar games: one model beside one per game")
     multitask.add_argument("--steps-per-task", type=int, default=300_000)
     multitask.add_argument("--seed", type=int, default=0)

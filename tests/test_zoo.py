@@ -114,6 +114,8 @@ def test_read_hyperparams_converts_zoo_entries():
     assert n_envs == 8 and callable(ppo["learning_rate"]) and ppo["learning_rate"](1.0) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="env_wrapper"):
         read_hyperparams("muzero", "atari")
+    _, _, a2c = read_hyperparams("a2c", "atari", allow=("env_wrapper", "frame_stack"))  # rl-zoo3's names in its kwargs
+    assert a2c["policy_kwargs"]["optimizer_class"].__name__ == "RMSpropTFLike"
     with pytest.raises(ValueError, match="normalize"):
         read_hyperparams("r2d2", "CartPoleNoVel-v1")
     _, _, r2d2 = read_hyperparams("r2d2", "CartPoleNoVel-v1", allow=("normalize", "vec_env_wrapper"))

@@ -23,7 +23,7 @@ from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtr
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from sb3_frontier.policies.torsos import ImpalaCnn, mlp
+from sb3_frontier.policies.torsos import ImpalaCnn, cpu_channels_last, mlp
 from sb3_frontier.wrappers.previous_action_reward import OBSERVATION, PREV_ACTION, PREV_REWARD, has_previous_action_reward
 
 LSTMState = tuple[th.Tensor, th.Tensor]
@@ -147,6 +147,7 @@ class RecurrentCorePolicy(BasePolicy):
 
     def _make_torso(self) -> nn.Module:
         space = self.base_space
+        self.channels_first_images = False
         if self.torso_name == "combined" or isinstance(space, spaces.Dict):
             if not isinstance(space, spaces.Dict):
                 raise ValueError(f"torso='combined' is for Dict observations, got {space}")
@@ -163,6 +164,11 @@ class RecurrentCorePolicy(BasePolicy):
             self.torso_dim = self.net_arch[-1] if self.net_arch else dim
             return nn.Sequential(extractor, head)
         self.torso_dim = dim
+        #: images [N, C, H, W] enter the torso channels-last on the CPU (see cpu_channels_last): the Nature CNN always
+        #: reads [C, H, W]; IMPALA's CNN transposes [H, W, C] observations itself into a channels-last view
+        self.channels_first_images = self.torso_name == "nature" or (
+            isinstance(extractor, ImpalaCnn) and not extractor.image.channels_last
+        )
         return extractor
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -210,6 +216,8 @@ class RecurrentCorePolicy(BasePolicy):
             base = {k: flat(v, self.base_space.spaces[k]) for k, v in base.items()}
         else:
             base = flat(base, self.base_space)
+            if self.channels_first_images:
+                base = cpu_channels_last(base)  # before the /255 of the uint8 frames: the smaller copy
         features = self.torso(preprocess_obs(base, self.base_space, normalize_images=self.normalize_images))
         if self.previous_action_reward:
             assert isinstance(obs, dict)

@@ -91,9 +91,12 @@ def read_hyperparams(
     n_timesteps = int(float(entry.pop("n_timesteps")))
     entry = ExperimentManager._preprocess_schedules(entry)
     if isinstance(entry.get("policy_kwargs"), str):
+        from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
         from torch import nn
 
-        entry["policy_kwargs"] = eval(entry["policy_kwargs"], {"nn": nn, "dict": dict})
+        # the names rl-zoo3's own files use (its A2C Atari entry: optimizer_class=RMSpropTFLike)
+        namespace = {"nn": nn, "dict": dict, "RMSpropTFLike": RMSpropTFLike}
+        entry["policy_kwargs"] = eval(entry["policy_kwargs"], namespace)
     return n_envs, n_timesteps, entry
 
 
