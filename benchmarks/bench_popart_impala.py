@@ -3,6 +3,7 @@
     python -m benchmarks.bench_popart_impala scales [--seeds 3] [--scales 0.001 1 1000] [--jobs 2]
     python -m benchmarks.bench_popart_impala throughput [--steps 12288] [--repeats 3] [--threads 1 2]
     python -m benchmarks.bench_popart_impala multitask [--steps-per-task 300000] [--jobs 2]
+    python -m benchmarks.bench_popart_impala          # all three sections with their defaults (make bench)
 
 - ``scales``: CartPole-v1 with every reward multiplied by 1e-3, 1 and 1e3 (gymnasium's ``TransformReward``, inside
   SB3's ``Monitor``: episode statistics and evaluations stay in unscaled units), several seeds each, for
@@ -356,6 +357,8 @@ def run_minatar(games: tuple[str, ...], steps_per_task: int, seed: int, evaluati
     else:
         env = make_vec_env(games[0], n_envs=n_envs, seed=seed)
     budget = steps_per_task * len(games)
+    # One core per run: ``--jobs`` runs side by side, each acting and learning in its own process.
+    kwargs["runner"] = "in-process"
     model = PopArtIMPALA(env=env, seed=seed, **kwargs)
     curves = {game: EvaluationCurve(minatar_eval_env(game, seed, multitask), budget // evaluations) for game in games}
     start = time.perf_counter()
@@ -469,7 +472,7 @@ def _map(fn: Callable[[Any], dict[str, Any]], tasks: list[Any], jobs: int) -> li
 # -------------------------------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="section", required=True)
+    sub = parser.add_subparsers(dest="section")
     scales = sub.add_parser("scales", help="reward-scale invariance and CartPole beside PPO")
     scales.add_argument("--seeds", type=int, default=3)
     scales.add_argument("--scales", type=float, nargs="+", default=[0.001, 1.0, 1000.0])
@@ -488,6 +491,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     multitask.add_argument("--jobs", type=int, default=1)
     multitask.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
+    if args.section is None:  # every section with its defaults (``make bench``)
+        for section in ("scales", "throughput", "multitask"):
+            main([section])
+        return
     if args.section == "scales":
         print(scales_report()) if args.report_only else scales_main(args, argv)
     elif args.section == "throughput":

@@ -16,7 +16,16 @@ import time
 from collections.abc import Sequence
 
 #: In order of running time, shortest first.
-BENCHMARKS = ("bench_wrappers", "bench_mcts", "bench_atari", "bench_cartpole", "bench_tictactoe", "bench_memory", "bench_r2d2")
+BENCHMARKS = (
+    "bench_wrappers",
+    "bench_mcts",
+    "bench_atari",
+    "bench_cartpole",
+    "bench_tictactoe",
+    "bench_memory",
+    "bench_r2d2",
+    "bench_popart_impala",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
