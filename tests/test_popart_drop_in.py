@@ -15,6 +15,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import sb3_frontier.algorithms.popart_impala.drop_in as drop_in_module
@@ -311,6 +312,34 @@ def test_initial_value_head_matches_sb3() -> None:
     # the optimizer holds the head's parameters (not the replaced linear layer's)
     optimized = {id(p) for group in popart.policy.optimizer.param_groups for p in group["params"]}
     assert optimized == {id(p) for p in popart.policy.parameters()}
+
+
+@pytest.mark.parametrize(
+    ("algo", "base", "kwargs"),
+    [
+        (PopArtA2C, A2C, {**A2C_KWARGS, "ent_coef": 0.1, "normalize_advantage": True}),
+        (PopArtPPO, PPO, {**PPO_KWARGS, "ent_coef": 0.01}),
+        (PopArtPPO, PPO, {**PPO_KWARGS, "clip_range_vf": 0.2, "target_kl": 0.01}),
+    ],
+)
+def test_frozen_identity_statistics_train_as_sb3(
+    algo: type, base: type, kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    With the statistics held at mu = 0, sigma = 1 (no ART step), PopArt is the identity: the drop-in's losses must
+    then be SB3's own, so the same seed gives the same parameters after several updates (SB3 is the reference).
+    """
+    monkeypatch.setattr(drop_in_module.PopArt, "update", lambda self, *args, **kw: None)
+    models = []
+    for cls in (algo, base):
+        model = cls("MlpPolicy", scaled_cartpole(1.0), seed=SEED, device="cpu", **kwargs)
+        set_random_seed(SEED)  # building the PopArt head draws from torch's generator: same state for the rollouts
+        models.append(model.learn(4 * 2 * kwargs["n_steps"]))
+    popart, plain = models
+    assert float(popart.policy.value_net.sigma[0]) == 1.0 and popart._n_updates == plain._n_updates > 0
+    # float32 arithmetic in a different order (normalisation through float64): a few ulps of the parameters' scale
+    scale = float(flat_parameters(plain).abs().max())
+    th.testing.assert_close(flat_parameters(popart), flat_parameters(plain), rtol=0, atol=100 * F32_EPS * scale)
 
 
 # 4. arguments --------------------------------------------------------------------------------------------------------

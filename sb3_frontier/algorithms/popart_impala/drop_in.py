@@ -253,6 +253,34 @@ class _PopArtValueNormalization:
         scaled = (advantages.double() / head.sigma.to(advantages.device)).to(advantages.dtype)
         return head.normalize(returns), scaled
 
+    def _popart_batch(
+        self, rollout_data: Any, normalize_advantage: bool
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """
+        One batch of the rollout through ART+POP and the policy: what both SB3 losses are built from.
+
+        :param rollout_data: SB3's ``RolloutBufferSamples``
+        :param normalize_advantage: standardise the (sigma-scaled) advantages over the batch, as SB3 does
+        :return: normalised returns, advantages, normalised values n(x), log-probs, entropy term of the loss, each
+            [batch] but the last (a scalar: minus the mean entropy, or the mean log-prob when it has no closed form)
+        """
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):  # type: ignore[attr-defined]
+            actions = actions.long().flatten()
+        returns, advantages = self._popart_step(rollout_data.returns, rollout_data.advantages)
+        values, log_prob, entropy = self.policy.evaluate_actions_normalized(rollout_data.observations, actions)
+        if normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+        return returns, advantages, values.flatten(), log_prob, entropy_loss
+
+    def _gradient_step(self, loss: th.Tensor) -> None:
+        """Backward, SB3's global gradient-norm clip, optimiser step."""
+        self.policy.optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)  # type: ignore[attr-defined]
+        self.policy.optimizer.step()
+
     def _record_popart(self) -> None:
         """Log the statistics of the value head."""
         head = self.policy.value_net
@@ -300,15 +328,8 @@ class PopArtPPO(_PopArtValueNormalization, PPO):
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             for rollout_data in self.rollout_buffer.get(self.batch_size):
-                actions = rollout_data.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    actions = rollout_data.actions.long().flatten()
-
-                returns, advantages = self._popart_step(rollout_data.returns, rollout_data.advantages)
-                values, log_prob, entropy = self.policy.evaluate_actions_normalized(rollout_data.observations, actions)
-                values = values.flatten()  # n(x), normalised
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                normalize = self.normalize_advantage and len(rollout_data.advantages) > 1
+                returns, advantages, values, log_prob, entropy_loss = self._popart_batch(rollout_data, normalize)
 
                 ratio = th.exp(log_prob - rollout_data.old_log_prob)
                 policy_loss_1 = advantages * ratio
@@ -327,11 +348,6 @@ class PopArtPPO(_PopArtValueNormalization, PPO):
                     values_pred = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
                 value_loss = F.mse_loss(returns, values_pred)
                 value_losses.append(value_loss.item())
-
-                if entropy is None:
-                    entropy_loss = -th.mean(-log_prob)
-                else:
-                    entropy_loss = -th.mean(entropy)
                 entropy_losses.append(entropy_loss.item())
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
@@ -347,10 +363,7 @@ class PopArtPPO(_PopArtValueNormalization, PPO):
                         print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                     break
 
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
+                self._gradient_step(loss)
 
             self._n_updates += 1
             if not continue_training:
@@ -420,29 +433,11 @@ class PopArtA2C(_PopArtValueNormalization, A2C):
         self._update_learning_rate(self.policy.optimizer)
 
         for rollout_data in self.rollout_buffer.get(batch_size=None):
-            actions = rollout_data.actions
-            if isinstance(self.action_space, spaces.Discrete):
-                actions = actions.long().flatten()
-
-            returns, advantages = self._popart_step(rollout_data.returns, rollout_data.advantages)
-            values, log_prob, entropy = self.policy.evaluate_actions_normalized(rollout_data.observations, actions)
-            values = values.flatten()  # n(x), normalised
-            if self.normalize_advantage:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
+            returns, advantages, values, log_prob, entropy_loss = self._popart_batch(rollout_data, self.normalize_advantage)
             policy_loss = -(advantages * log_prob).mean()
             value_loss = F.mse_loss(returns, values)
-            if entropy is None:
-                entropy_loss = -th.mean(-log_prob)
-            else:
-                entropy_loss = -th.mean(entropy)
-
             loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-
-            self.policy.optimizer.zero_grad()
-            loss.backward()
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+            self._gradient_step(loss)
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 
