@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_popart_impala scales [--seeds 3] [--scales 0.001 1 1000] [--jobs 2]
     python -m benchmarks.bench_popart_impala throughput [--steps 12288] [--repeats 3] [--threads 1 2]
-    python -m benchmarks.bench_popart_impala multitask [--steps-per-task 300000] [--jobs 2]
+    python -m benchmarks.bench_popart_impala multitask [--steps-per-task 300000] [--seeds 3] [--jobs 2]
     python -m benchmarks.bench_popart_impala          # all three sections with their defaults (make bench)
 
 - ``scales``: CartPole-v1 with every reward multiplied by 1e-3, 1 and 1e3 (gymnasium's ``TransformReward``, inside
@@ -381,14 +381,17 @@ def _run_minatar(task: tuple[tuple[str, ...], int, int, int]) -> dict[str, Any]:
 
 
 def multitask_main(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
-    tasks = [(MINATAR_GAMES, args.steps_per_task, args.seed, args.evaluations)]
-    tasks += [((game,), args.steps_per_task, args.seed, args.evaluations) for game in MINATAR_GAMES]
+    seeds = range(args.seed, args.seed + args.seeds)
+    tasks = [(MINATAR_GAMES, args.steps_per_task, seed, args.evaluations) for seed in seeds]
+    tasks += [((game,), args.steps_per_task, seed, args.evaluations) for seed in seeds for game in MINATAR_GAMES]
     runs = _map(_run_minatar, tasks, args.jobs)
+    for run, (_, _, seed, _) in zip(runs, tasks, strict=True):
+        run["seed"] = seed
     payload = {
         "environment": environment_info(),
         "command": command_line("benchmarks.bench_popart_impala", argv),
         "steps_per_task": args.steps_per_task,
-        "seed": args.seed,
+        "seeds": list(seeds),
         "jobs": args.jobs,
         "runs": runs,
     }
@@ -401,57 +404,59 @@ def multitask_report() -> str:
     """The plot and the results.md section from the multi-task JSON."""
     data = json.loads((OUT_DIR / "popart_impala_multitask.json").read_text())
     runs, info = data["runs"], data["environment"]
-    multi = next(r for r in runs if r["model"] == "multi-task")
-    single = {r["games"][0]: r for r in runs if r["model"] == "single-task"}
+    multi = [r for r in runs if r["model"] == "multi-task"]
+    single = {game: [r for r in runs if r["games"] == [game]] for game in multi[0]["games"]}
+
+    def finals(game: str, group: list[dict[str, Any]]) -> list[float]:
+        return [r["curves"][game][-1][2] for r in group]
+
     lines = [
-        "| game | multi-task model: final evaluation (best along the way) | single-task model: final (best) | final, "
-        "multi / single |",
-        "|---|---|---|---|",
+        "| game | multi-task model: final evaluation, median (range) | single-task models: final, median (range) "
+        "| medians, multi / single | finals per seed, multi; single |",
+        "|---|---|---|---|---|",
     ]
-    for game in multi["games"]:
-        m, s = multi["curves"][game], single[game]["curves"][game]
-        m_final, s_final = m[-1][2], s[-1][2]
-        ratio = f"{m_final / s_final:.2f}" if s_final > 0 else "-"
-        lines.append(
-            f"| {game} | {m_final:.2f} ({max(v for _, _, v in m):.2f}) | {s_final:.2f} ({max(v for _, _, v in s):.2f}) "
-            f"| {ratio} |"
-        )
+    for game, group in single.items():
+        m, s = finals(game, multi), finals(game, group)
+        ratio = f"{statistics.median(m) / statistics.median(s):.2f}" if statistics.median(s) > 0 else "-"
+        per_seed = ", ".join(f"{v:.1f}" for v in m) + "; " + ", ".join(f"{v:.1f}" for v in s)
+        lines.append(f"| {game} | {median_range(m, '.2f')} | {median_range(s, '.2f')} | {ratio} | {per_seed} |")
     plot_multitask(multi, single)
+    seconds_single = [r["seconds_with_evaluation"] for group in single.values() for r in group]
     section = (
         "## PopArt-IMPALA multi-task on three MinAtar games beside one model per game\n\n"
         f"Command: `{data['command']}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch "
-        f"thread per run, {data['jobs']} run(s) at a time. Raw curves: `benchmarks/out/popart_impala_multitask.json`; "
-        "plot: `benchmarks/out/popart_impala_multitask.png`.\n\n"
+        f"thread per run (in-process runner), {data['jobs']} run(s) at a time. Raw curves: "
+        "`benchmarks/out/popart_impala_multitask.json`; plot: `benchmarks/out/popart_impala_multitask.png`.\n\n"
         + "\n".join(lines)
         + f"\n\nEqual frames per game: {data['steps_per_task']:,} for each single-task model, "
-        f"{multi['budget']:,} for the multi-task model ({len(multi['games'])} games at once), seed {data['seed']}. "
-        "Multi-task: the `sb3_frontier/MinAtarMultiTask-v0` entry of `sb3_frontier/zoo_configs/popart_impala.yml` "
-        f"({multi['n_envs']} envs, one value output and one set of PopArt statistics per game, boards padded to the most "
-        "channels, MinAtar's six shared actions); single-task: each game's own entry ("
-        + ", ".join(f"{r['n_envs']} envs" for r in single.values())
+        f"{multi[0]['budget']:,} for the multi-task model ({len(multi[0]['games'])} games at once); seeds "
+        f"{', '.join(map(str, data['seeds']))}. Multi-task: the `sb3_frontier/MinAtarMultiTask-v0` entry of "
+        f"`sb3_frontier/zoo_configs/popart_impala.yml` ({multi[0]['n_envs']} envs, one value output and one set of "
+        "PopArt statistics per game, boards padded to the most channels, MinAtar's six shared actions); single-task: "
+        "each game's own entry ("
+        + ", ".join(f"{group[0]['n_envs']} envs" for group in single.values())
         + ", the game's minimal action set). Evaluation: 10 deterministic episodes (capped at 10,000 steps) of each "
-        "game, several times along the way and at the end. Wall-clock with evaluation: multi-task "
-        f"{multi['seconds_with_evaluation']:.0f} s; single-task "
-        + ", ".join(f"{r['seconds_with_evaluation']:.0f} s" for r in single.values())
-        + "."
+        "game, several times along the way and at the end. Wall-clock with evaluation, median: multi-task "
+        f"{statistics.median(r['seconds_with_evaluation'] for r in multi):.0f} s; single-task "
+        f"{statistics.median(seconds_single):.0f} s."
     )
     update_results_section("bench_popart_impala_multitask", section)
     return section
 
 
-def plot_multitask(multi: dict[str, Any], single: dict[str, dict[str, Any]]) -> None:
+def plot_multitask(multi: list[dict[str, Any]], single: dict[str, list[dict[str, Any]]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    games = multi["games"]
-    fig, axes = plt.subplots(1, len(games), figsize=(4.5 * len(games), 3.8), squeeze=False)
-    for ax, game in zip(axes[0], games, strict=True):
-        for label, run, colour in (("multi-task", multi, "tab:purple"), ("single-task", single[game], "tab:blue")):
-            steps, _, returns = zip(*run["curves"][game], strict=True)
-            per_game = [step / len(run["games"]) for step in steps]  # frames of this game
-            ax.plot(per_game, returns, color=colour, marker="o", label=label)
+    fig, axes = plt.subplots(1, len(single), figsize=(4.5 * len(single), 3.8), squeeze=False)
+    for ax, (game, group) in zip(axes[0], single.items(), strict=True):
+        for label, runs, colour in (("multi-task", multi, "tab:purple"), ("single-task", group, "tab:blue")):
+            for i, run in enumerate(runs):
+                steps, _, returns = zip(*run["curves"][game], strict=True)
+                per_game = [step / len(run["games"]) for step in steps]  # frames of this game
+                ax.plot(per_game, returns, color=colour, marker="o", alpha=0.7, label=label if i == 0 else None)
         ax.set_title(game)
         ax.set_xlabel("frames of this game")
         ax.legend()
@@ -486,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     throughput.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to try per side")
     multitask = sub.add_parser("multitask", help="three MinAtar games: one model beside one per game")
     multitask.add_argument("--steps-per-task", type=int, default=300_000)
-    multitask.add_argument("--seed", type=int, default=0)
+    multitask.add_argument("--seeds", type=int, default=3)
+    multitask.add_argument("--seed", type=int, default=0, help="the first seed")
     multitask.add_argument("--evaluations", type=int, default=5)
     multitask.add_argument("--jobs", type=int, default=1)
     multitask.add_argument("--report-only", action="store_true")
