@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -92,7 +93,7 @@ def make_cartpole(runner: str) -> R2D2:
     )
 
 
-def make_pong(runner: str) -> R2D2:
+def make_pong(runner: str, train_freq: int = PONG_RUNNER["train_freq"]) -> R2D2:
     runner_kwargs = {"n_actors": 1} if runner == "processes" else None
     return R2D2(
         "CnnLstmPolicy",
@@ -100,7 +101,7 @@ def make_pong(runner: str) -> R2D2:
         runner=runner,
         runner_kwargs=runner_kwargs,
         seed=0,
-        **PONG_RUNNER,
+        **{**PONG_RUNNER, "train_freq": train_freq},
     )
 
 
@@ -195,7 +196,12 @@ def learner_section(args: argparse.Namespace) -> None:
 
 
 def runner_and_atari_sections(args: argparse.Namespace) -> None:
-    settings = (("CartPoleNoVel-v1 zoo entry", make_cartpole), ("ALE/Pong-v5, CnnLstmPolicy", make_pong))
+    settings: tuple[tuple[str, Callable[[str], R2D2]], ...] = (
+        ("CartPoleNoVel-v1 zoo entry", make_cartpole),
+        ("ALE/Pong-v5, CnnLstmPolicy", make_pong),
+        # half the replay ratio: acting and learning take about as long as each other in-process
+        ("ALE/Pong-v5, CnnLstmPolicy, train_freq=200", functools.partial(make_pong, train_freq=200)),
+    )
     loops = run_pairs(
         [
             Pair(
@@ -220,7 +226,8 @@ def runner_and_atari_sections(args: argparse.Namespace) -> None:
             "its own copy of the envs with a CPU copy of the network, reading the parameters every 400 of its steps, "
             "while the learner trains on the other core. Pong settings: "
             + ", ".join(f"`{k}={v}`" for k, v in PONG_RUNNER.items())
-            + ", 4 envs."
+            + " (an update every 400 env steps; the last row: every 800), 4 envs. The first "
+            f"{PONG_RUNNER['learning_starts']:,} steps only act, on both sides."
         ),
     )
     if not args.skip_atari:
