@@ -289,19 +289,20 @@ def throughput_main(args: argparse.Namespace) -> None:
 
     ours_threads, ours = best("popart_impala", "DummyVecEnv")
     results = []
-    for algo, name in ((algo, name) for algo in ("ppo", "a2c") for name in vec_envs):
-        peer_threads, peer = best(algo, name)
-        results.append(
-            PairResult(
-                f"Pong, 8 envs, learn({args.steps:,})",
-                "env steps/s",
-                True,
-                f"PopArt-IMPALA (actor process, {ours_threads} learner thread(s))",
-                f"{algo.upper()} ({name}, {peer_threads} thread(s))",
-                ours=list(ours),
-                peer=list(peer),
+    for algo in ("ppo", "a2c"):
+        for name in vec_envs:
+            peer_threads, peer = best(algo, name)
+            results.append(
+                PairResult(
+                    f"Pong, 8 envs, learn({args.steps:,})",
+                    "env steps/s",
+                    True,
+                    f"PopArt-IMPALA (actor process, {ours_threads} learner thread(s))",
+                    f"{algo.upper()} ({name}, {peer_threads} thread(s))",
+                    ours=list(ours),
+                    peer=list(peer),
+                )
             )
-        )
     every = "; ".join(
         f"{algo} {name} {threads} thread(s): {statistics.median(values):.0f}"
         for (algo, name, threads), values in rates.items()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.preprocessing import preprocess_obs
 
 from sb3_frontier.policies.popart_impala import PopArtIMPALAPolicy
 
@@ -34,8 +35,6 @@ def test_images_enter_the_convolutions_channels_last_with_the_same_features(tors
     assert features.shape == (2, 3, policy.torso_dim)
 
     # The same features through the torso in the default layout (float32 rounding of a different summation order).
-    from stable_baselines3.common.preprocessing import preprocess_obs
-
     plain = preprocess_obs(obs.reshape(6, *shape), space).contiguous()
     if torso == "nature":
         assert plain.is_contiguous() and not plain.is_contiguous(memory_format=th.channels_last)
