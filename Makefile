@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Pins torch to the CPU build; `make test CONSTRAINTS=` lifts the pin.
 CONSTRAINTS ?= .ci/constraints.txt
 PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
-EXTRAS ?= tests,zoo,minatar
+EXTRAS ?= tests,zoo,minatar,distributed
 PYTEST_ARGS ?=
 comma := ,
 

@@ -14,6 +14,8 @@ continues the episodes in progress (in-process; actor processes start new episod
 ``runner="processes"`` runs the actors in processes of this machine (:class:`~sb3_frontier.common.runners.ProcessRunner`),
 each stepping its own copy of the env with a CPU copy of the network (:meth:`ReplayAlgorithm._actor_factory`), so that
 acting overlaps learning; the learner's loop is the same, and its parameters reach the actors after each update phase.
+``runner="ray"`` runs the same actors as Ray actors, on this machine or over a Ray cluster
+(:class:`~sb3_frontier.common.runners.RayRunner`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from sb3_frontier.common.runners import (
     ActorStep,
     InProcessRunner,
     ProcessRunner,
+    RayRunner,
     Runner,
     VecEnvCopy,
 )
@@ -90,7 +93,22 @@ def check_integer(name: str, value: Any, minimum: int) -> int:
 _RUNNER_OPTIONS: dict[str, set[str]] = {
     "in-process": set(),
     "processes": {"n_actors", "sync_every", "max_pending", "start_method", "torch_threads"},
+    "ray": {
+        "n_actors",
+        "sync_every",
+        "steps_per_request",
+        "max_in_flight",
+        "ray_address",
+        "num_cpus_per_actor",
+        "torch_threads",
+        "max_restarts",
+        "start_timeout",
+        "ray_init_kwargs",
+    },
 }
+
+#: Runners whose actors hold their own env copy and network (``n_actors`` of them).
+ACTOR_RUNNERS = ("processes", "ray")
 
 
 class ReplayAlgorithm(BaseAlgorithm):
@@ -108,11 +126,14 @@ class ReplayAlgorithm(BaseAlgorithm):
     :param batch_size: samples per gradient step
     :param train_freq: collection between update phases: ``n`` VecEnv steps, ``(n, "step")`` or ``(n, "episode")``
     :param gradient_steps: gradient steps per update phase (``-1``: as many as VecEnv steps were collected)
-    :param runner: where the actors run: ``"in-process"`` (the learner steps its own VecEnv) or ``"processes"``
-        (actor processes, each with its own copy of the VecEnv)
+    :param runner: where the actors run: ``"in-process"`` (the learner steps its own VecEnv), ``"processes"``
+        (actor processes, each with its own copy of the VecEnv) or ``"ray"`` (Ray actors, each with its own copy)
     :param runner_kwargs: options of the runner; for ``"processes"``: ``n_actors`` (1), ``sync_every`` (actor steps
         between parameter reads), ``max_pending`` (steps an actor may run ahead), ``start_method``, ``torch_threads`` (see
-        :class:`~sb3_frontier.common.runners.ProcessRunner`)
+        :class:`~sb3_frontier.common.runners.ProcessRunner`); for ``"ray"``: ``n_actors``, ``sync_every``,
+        ``ray_address`` (None: a local instance; ``"auto"``: the cluster of ``ray start``), ``num_cpus_per_actor``,
+        ``steps_per_request``, ``max_in_flight``, ``torch_threads``, ``max_restarts``, ``start_timeout``,
+        ``ray_init_kwargs`` (see :class:`~sb3_frontier.common.runners.RayRunner`)
     :param policy_kwargs: keyword arguments of the policy
     :param stats_window_size: episodes averaged in the rollout logs
     :param tensorboard_log: tensorboard log directory
@@ -275,16 +296,22 @@ class ReplayAlgorithm(BaseAlgorithm):
     def _make_runner(self) -> Runner:
         if self.runner_kind == "in-process":
             return InProcessRunner(self._make_actor())
-        assert self.runner_kind == "processes" and self.env is not None
+        assert self.runner_kind in ACTOR_RUNNERS and self.env is not None
         options = dict(self.runner_kwargs)
         n_actors = options.pop("n_actors", 1)
-        return ProcessRunner(
+        runner_class: type[ProcessRunner] | type[RayRunner] = ProcessRunner if self.runner_kind == "processes" else RayRunner
+        return runner_class(
             self._actor_factory(VecEnvCopy(self.env, self.seed)),
             n_actors,
             self._actor_parameters(),
             n_envs=self.env.num_envs,
             **options,
         )
+
+    @property
+    def n_actors(self) -> int:
+        """Actors that step environments: 1 in-process, ``runner_kwargs["n_actors"]`` (default 1) otherwise."""
+        return int(self.runner_kwargs.get("n_actors", 1)) if self.runner_kind in ACTOR_RUNNERS else 1
 
     def _close_runner(self) -> None:
         if self.runner is not None:

@@ -129,10 +129,12 @@ class MuZero(ReplayAlgorithm):
     :param two_player: board-game mode: self-play of both sides, value targets are the final outcome for the
         player to move, rewards are zero and the search flips perspective every ply (needs ``gamma=1``)
     :param runner: where the self-play actors run: ``"in-process"`` (the learner steps its VecEnv, acting and
-        learning alternate) or ``"processes"`` (actor processes with their own env copies and a CPU copy of the network,
-        acting while the learner trains; parameters reach them after every update phase)
+        learning alternate), ``"processes"`` (actor processes with their own env copies and a CPU copy of the network,
+        acting while the learner trains; parameters reach them after every update phase) or ``"ray"`` (the same actors
+        as Ray actors, on this machine or a cluster)
     :param runner_kwargs: options of the runner (``"processes"``: ``n_actors``, ``sync_every``,
-        ``start_method``, ``torch_threads``; see :class:`~sb3_frontier.common.runners.ProcessRunner`)
+        ``start_method``, ``torch_threads``; see :class:`~sb3_frontier.common.runners.ProcessRunner`; ``"ray"``: see
+        :class:`~sb3_frontier.common.runners.RayRunner`)
     :param stats_window_size: episodes averaged in the rollout logs
     :param tensorboard_log: tensorboard log directory
     :param policy_kwargs: keyword arguments of the policy (network sizes, supports, optimizer)

@@ -81,9 +81,10 @@ class PopArtIMPALA(ReplayAlgorithm):
     :param n_tasks: number of tasks (None: from the env's task ids, 1 without them)
     :param max_policy_lag: drop unrolls acted more than this many learner steps ago (None: keep every unroll)
     :param max_queued_unrolls: unrolls the learner's queue holds at most (None: ``8 * batch_size``)
-    :param runner: ``"processes"`` or ``"in-process"``
+    :param runner: ``"processes"``, ``"in-process"`` or ``"ray"`` (Ray actors, on this machine or a cluster)
     :param runner_kwargs: options of the runner (see :class:`~sb3_frontier.common.replay_algorithm.ReplayAlgorithm`);
-        the actor processes pull parameters every ``unroll_length`` steps unless ``sync_every`` says otherwise
+        the actors pull parameters every ``unroll_length`` steps unless ``sync_every`` says otherwise (Ray actors
+        answer one unroll per request, ``max_in_flight`` requests queued each)
     :param policy_kwargs: keyword arguments of the policy
     :param stats_window_size: episodes averaged in the rollout logs
     :param tensorboard_log: tensorboard log directory
@@ -170,8 +171,10 @@ class PopArtIMPALA(ReplayAlgorithm):
             "max_queued_unrolls", 8 * batch_size if max_queued_unrolls is None else max_queued_unrolls, batch_size
         )
         runner_kwargs = dict(runner_kwargs or {})
-        if runner == "processes":
+        if runner in ("processes", "ray"):
             runner_kwargs.setdefault("sync_every", self.unroll_length)  # new parameters at the start of each unroll
+        if runner == "ray":
+            runner_kwargs.setdefault("steps_per_request", self.unroll_length)  # one unroll per request
         super().__init__(
             policy=policy,
             env=env,

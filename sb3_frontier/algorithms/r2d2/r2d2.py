@@ -86,8 +86,9 @@ class R2D2(ReplayAlgorithm):
         ``n_actors * n_envs`` floats
     :param eval_epsilon: the epsilon of ``predict(..., deterministic=False)``
     :param max_grad_norm: gradient clipping norm, or None (the paper does not clip)
-    :param runner: ``"in-process"`` or ``"processes"`` (actor processes, parameters read every ``sync_every=400`` of
-        their steps unless ``runner_kwargs`` says otherwise)
+    :param runner: ``"in-process"``, ``"processes"`` (actor processes) or ``"ray"`` (Ray actors, on this machine or a
+        cluster); actors read the parameters every ``sync_every=400`` of their steps unless ``runner_kwargs`` says
+        otherwise, and the epsilon ladder spans every env of every actor
     :param runner_kwargs: options of the runner (see :class:`~sb3_frontier.common.ReplayAlgorithm`)
     :param diagnostics_interval: updates between two measurements of the recurrent-state staleness (ΔQ)
     :param stats_window_size: episodes averaged in the rollout logs
@@ -184,7 +185,7 @@ class R2D2(ReplayAlgorithm):
             if not np.all((values >= 0) & (values <= 1)):
                 raise ValueError(f"Epsilons must lie in [0, 1], got {exploration}")
         runner_kwargs = dict(runner_kwargs or {})
-        if runner == "processes":
+        if runner in ("processes", "ray"):
             runner_kwargs.setdefault("sync_every", self.default_sync_every)
         super().__init__(
             policy=policy,
@@ -270,8 +271,7 @@ class R2D2(ReplayAlgorithm):
     # ------------------------------------------------------------------------------------------------------ acting
     def _n_acting_envs(self) -> int:
         assert self.env is not None
-        n_actors = self.runner_kwargs.get("n_actors", 1) if self.runner_kind == "processes" else 1
-        return n_actors * self.env.num_envs
+        return self.n_actors * self.env.num_envs
 
     def _epsilons(self) -> np.ndarray:
         """Epsilons of all envs of all actors."""

@@ -3,9 +3,10 @@
 from sb3_frontier.common.runners.base import Actor, ActorFactory, ActorStep, Runner
 from sb3_frontier.common.runners.in_process import InProcessRunner
 from sb3_frontier.common.runners.processes import ActorError, ProcessRunner, SharedParameters, VecEnvCopy
+from sb3_frontier.common.runners.ray_runner import RayRunner
 
-#: Backends available for ``runner=`` (``"ray"`` joins as it lands).
-RUNNERS = ("in-process", "processes")
+#: Backends available for ``runner=``.
+RUNNERS = ("in-process", "processes", "ray")
 
 __all__ = [
     "RUNNERS",
@@ -15,6 +16,7 @@ __all__ = [
     "ActorStep",
     "InProcessRunner",
     "ProcessRunner",
+    "RayRunner",
     "Runner",
     "SharedParameters",
     "VecEnvCopy",

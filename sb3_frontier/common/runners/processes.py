@@ -20,12 +20,15 @@ processes ignore Ctrl-C: the learner receives it and stops them.
 
 The default start method is ``"fork"`` where the platform has it: the actors inherit the envs the learner was given
 (Atari envs cannot be pickled), as PyTorch's DataLoader workers do, and run one torch thread. ``"spawn"`` and
-``"forkserver"`` need an actor factory that pickles (envs wrapped in SB3's ``CloudpickleWrapper``, for example).
+``"forkserver"`` need an actor factory that pickles (:class:`VecEnvCopy` pickles the VecEnv with cloudpickle, its
+VecEnv wrappers included).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import io
 import multiprocessing as mp
 import queue
 import signal
@@ -39,10 +42,10 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, NoReturn
 
+import cloudpickle
 import numpy as np
 import torch as th
-from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import CloudpickleWrapper
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner
 
@@ -91,10 +94,50 @@ class SharedParameters:
             return {name: shared.clone() for name, shared in self.tensors.items()}, version, progress
 
 
+def _rebuild_vec_env_wrapper(cls: type[VecEnvWrapper], state: dict[str, Any], venv: VecEnv) -> VecEnvWrapper:
+    wrapper = cls.__new__(cls)
+    wrapper.__dict__.update(state)
+    wrapper.venv = venv
+    wrapper.class_attributes = dict(inspect.getmembers(cls))  # what VecEnvWrapper.__init__ computes
+    return wrapper
+
+
+class _VecEnvPickler(cloudpickle.Pickler):
+    """cloudpickle, with SB3's VecEnv wrappers pickled whole: their ``class_attributes`` (every member of the class,
+    ``_abc_impl`` included, which does not pickle) are recomputed on loading, and ``VecNormalize`` keeps its ``venv``
+    (its own ``__getstate__`` drops it)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, VecEnvWrapper):
+            state = {k: v for k, v in vars(obj).items() if k not in ("class_attributes", "venv")}
+            return _rebuild_vec_env_wrapper, (type(obj), state, obj.venv)
+        return super().reducer_override(obj)
+
+
+def dumps_vec_env(env: VecEnv) -> bytes:
+    """The VecEnv (with its VecEnv wrappers) as bytes, by value where cloudpickle pickles by value."""
+    buffer = io.BytesIO()
+    _VecEnvPickler(buffer).dump(env)
+    return buffer.getvalue()
+
+
+class _PickledVecEnv:
+    """Holds a VecEnv; pickles it with :func:`dumps_vec_env`."""
+
+    def __init__(self, env: VecEnv) -> None:
+        self.env = env
+
+    def __getstate__(self) -> bytes:
+        return dumps_vec_env(self.env)
+
+    def __setstate__(self, data: bytes) -> None:
+        self.env = cloudpickle.loads(data)
+
+
 class VecEnvCopy:
     """
-    The learner's VecEnv as an actor process receives it: inherited under ``fork``, cloudpickled under ``spawn``; each
-    actor's copy is reseeded so that no two actors replay the same episodes.
+    The learner's VecEnv as an actor process receives it: inherited under ``fork``, pickled under ``spawn`` and by Ray
+    (:func:`dumps_vec_env`); each actor's copy is reseeded so that no two actors replay the same episodes.
 
     :param env: the VecEnv (with its VecEnv wrappers: frame stacking, transposition)
     :param seed: actor ``i`` seeds its envs from ``seed + i * env.num_envs`` (actor 0 as the in-process learner would);
@@ -102,13 +145,13 @@ class VecEnvCopy:
     """
 
     def __init__(self, env: VecEnv, seed: int | None) -> None:
-        self._env = CloudpickleWrapper(env)
+        self._env = _PickledVecEnv(env)
         self.num_envs = env.num_envs
         self.seed = seed
 
     def build(self, index: int) -> VecEnv:
         """Actor ``index``'s copy, reseeded."""
-        env: VecEnv = self._env.var
+        env: VecEnv = self._env.env
         seed = self.seed if self.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
         env.seed(seed + index * self.num_envs)
         return env

@@ -1,0 +1,396 @@
+"""The Ray backend on a local Ray instance: transport (steps in order, parameters through the object store, policy
+lag), faults (a killed actor comes back, an env that raises reaches the caller, nothing is left running), and the
+three algorithms learning with Ray actors, their batches like the local-process runner's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import cloudpickle
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecNormalize
+
+from sb3_frontier import R2D2, MuZero, PopArtIMPALA
+from sb3_frontier.common.runners import Actor, ActorError, ActorStep, RayRunner, VecEnvCopy
+from sb3_frontier.common.runners.ray_runner import ensure_ray
+
+ray = pytest.importorskip("ray")
+# Ray workers receive this module's classes by value (Ray's own cloudpickle for the actor factory, cloudpickle for envs)
+for _pickler in (cloudpickle, ray.cloudpickle):
+    _pickler.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One small local instance for the module (4 logical CPUs: two actors of one CPU fit with room to spare)."""
+    started = ensure_ray(None, {"num_cpus": 4, "object_store_memory": 200 * 1024**2})
+    yield
+    if started:
+        ray.shutdown()
+
+
+def alive(pids: list[int]) -> list[int]:
+    running = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        running.append(pid)
+    return running
+
+
+def wait_dead(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """The pids still running after up to ``timeout`` seconds (Ray ends a killed actor's process asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive(pids)
+
+
+class CountingActor(Actor):
+    """Steps a VecEnv with random actions; reports its step number and the sum of its network's weight."""
+
+    def __init__(self, env: VecEnv, index: int, fail_after: int | None = None) -> None:
+        self.env = env
+        self.n_envs = env.num_envs
+        self.index = index
+        self.network = th.nn.Linear(2, 1)
+        self.fail_after = fail_after
+        self.steps = 0
+
+    def reset(self, observations=None) -> None:
+        self.obs = self.env.reset()
+
+    def step(self) -> ActorStep:
+        self.steps += 1
+        if self.fail_after is not None and self.steps > self.fail_after:
+            raise FloatingPointError(f"actor {self.index} broke at step {self.steps}")
+        actions = np.array([self.env.action_space.sample() for _ in range(self.n_envs)])
+        self.obs, rewards, dones, infos = self.env.step(actions)
+        return ActorStep(
+            items=[(self.index, self.steps, self.obs[0].copy(), os.getpid())],
+            rewards=rewards,
+            dones=dones,
+            infos=list(infos),
+            policy_version=self.policy_version,
+            stats={"weight": float(self.network.weight.detach().sum())},
+        )
+
+
+class CountingFactory:
+    def __init__(self, env: VecEnvCopy, fail_after: int | None = None) -> None:
+        self.env = env
+        self.fail_after = fail_after
+
+    def __call__(self, index: int) -> CountingActor:
+        return CountingActor(self.env.build(index), index, self.fail_after)
+
+
+def make_runner(n_actors: int = 2, fail_after: int | None = None, **kwargs) -> RayRunner:
+    env = make_vec_env("CartPole-v1", n_envs=2)
+    return RayRunner(CountingFactory(VecEnvCopy(env, 0), fail_after), n_actors, th.nn.Linear(2, 1).state_dict(), 2, **kwargs)
+
+
+def take(runner: RayRunner, n: int) -> list[ActorStep]:
+    steps: list[ActorStep] = []
+    while len(steps) < n:
+        steps.extend(runner.step())
+    return steps
+
+
+# ------------------------------------------------------------------------------------------------------- transport
+def test_steps_come_one_at_a_time_in_each_actors_order_from_every_actor():
+    runner = make_runner(steps_per_request=4, max_in_flight=3)
+    try:
+        runner.reset()
+        batches = []
+        while min(sum(b[0].actor == a for b in batches) for a in (0, 1)) < 20:  # the actors start at their own pace
+            batches.append(runner.step())
+    finally:
+        runner.close()
+    assert all(len(batch) == 1 for batch in batches)  # the learner takes the steps one by one (its replay ratio)
+    steps = [batch[0] for batch in batches]
+    for actor in (0, 1):
+        numbers = [s.items[0][1] for s in steps if s.actor == actor]
+        assert numbers == list(range(1, len(numbers) + 1))  # in order, none lost, none twice
+    # the two actors step different episodes (reseeded copies)
+    first = {s.actor: s.items[0][2] for s in steps if s.items[0][1] == 1}
+    assert not np.array_equal(first[0], first[1])
+
+
+def test_parameters_reach_the_actors_at_their_sync_steps_with_the_policy_lag_logged():
+    runner = make_runner(n_actors=1, sync_every=5, steps_per_request=2, max_in_flight=1)
+    try:
+        runner.reset()
+        start = take(runner, 3)
+        layer = th.nn.Linear(2, 1)
+        with th.no_grad():
+            layer.weight.fill_(2.5)
+        runner.sync(layer.state_dict(), version=7, progress_remaining=0.5)
+        later = take(runner, 30)
+    finally:
+        runner.close()
+    steps = start + later
+    loaded = [s for s in steps if s.policy_version == 7]
+    assert loaded, "the new parameters never arrived"
+    first = loaded[0].items[0][1]
+    assert (first - 1) % 5 == 0  # loaded at a step that is a multiple of sync_every (0-based)
+    assert all(s.stats["weight"] == pytest.approx(5.0) for s in loaded)
+    assert all(s.stats["weight"] != pytest.approx(5.0) for s in steps if s.policy_version != 7)
+    assert {s.stats["runner/policy_lag"] for s in later if s.policy_version == 0} <= {7.0}
+    assert all(s.stats["runner/policy_lag"] == 0.0 for s in loaded)
+
+
+def test_vec_env_wrappers_travel_to_the_actors():
+    env = VecFrameStack(VecNormalize(make_vec_env("CartPole-v1", n_envs=2)), 3)
+    runner = RayRunner(CountingFactory(VecEnvCopy(env, 0)), 1, th.nn.Linear(2, 1).state_dict(), 2)
+    try:
+        runner.reset()
+        (step,) = runner.step()
+    finally:
+        runner.close()
+    assert step.items[0][2].shape == (12,)  # 3 frames of 4 numbers: the frame stack came along
+    assert np.all(np.abs(step.items[0][2]) <= 10.0)  # normalised and clipped by VecNormalize
+
+
+# ---------------------------------------------------------------------------------------------------------- faults
+def test_a_killed_actor_is_restarted_and_the_others_go_on():
+    runner = make_runner(steps_per_request=2)
+    try:
+        runner.reset()
+        take(runner, 10)
+        pids = runner.pids
+        os.kill(pids[0], signal.SIGKILL)
+        steps: list[ActorStep] = []
+        while sum(s.actor == 0 and s.items[0][3] != pids[0] for s in steps) < 5:  # until the new actor 0 has stepped
+            steps.extend(runner.step())
+        new_pids = runner.pids
+    finally:
+        runner.close()
+    assert runner.restarts == 1
+    assert new_pids[0] != pids[0] and new_pids[1] == pids[1]
+    after = [s for s in steps if s.actor == 0 and s.items[0][3] == new_pids[0]]
+    assert after, "the restarted actor produced nothing"
+    numbers = [s.items[0][1] for s in after]
+    assert numbers == list(range(1, len(numbers) + 1))  # fresh episodes, in order
+    assert wait_dead(pids + new_pids) == []
+
+
+def test_an_actor_that_keeps_dying_is_reported_once_the_restarts_are_used():
+    runner = make_runner(n_actors=1, max_restarts=1)
+    runner.reset()
+    take(runner, 2)
+    with pytest.raises(ActorError, match="restart"):
+        for _ in range(3):
+            os.kill(runner.pids[0], signal.SIGKILL)
+            take(runner, 50)
+    assert not runner.running
+
+
+def test_an_actor_that_raises_reaches_the_learner_with_its_traceback_and_everything_stops():
+    runner = make_runner(fail_after=3)
+    runner.reset()
+    pids = runner.pids
+    with pytest.raises(ActorError, match="broke at step 4") as error:
+        take(runner, 100)
+    assert "FloatingPointError" in str(error.value) and "in step" in str(error.value)
+    assert not runner.running
+    assert wait_dead(pids) == []
+    runner.close()  # idempotent
+
+
+def test_close_kills_every_actor_and_bad_options_are_rejected():
+    runner = make_runner()
+    runner.reset()
+    take(runner, 4)
+    pids = runner.pids
+    runner.close()
+    runner.close()
+    assert wait_dead(pids) == []
+    with pytest.raises(RuntimeError, match="reset"):
+        runner.step()
+    for bad in ({"steps_per_request": 0}, {"max_in_flight": 0}, {"num_cpus_per_actor": 0}, {"max_restarts": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            make_runner(**bad)
+
+
+def test_a_cluster_without_room_for_the_actors_is_reported():
+    runner = make_runner(n_actors=1, num_cpus_per_actor=64, start_timeout=2.0)
+    runner.reset()
+    with pytest.raises(ActorError, match="room"):
+        runner.step()
+    assert not runner.running
+
+
+# ------------------------------------------------------------------------------------------------------ algorithms
+TINY_R2D2 = dict(
+    learning_starts=100,
+    batch_size=4,
+    sequence_length=8,
+    burn_in=2,
+    overlap=4,
+    buffer_size=2000,
+    train_freq=4,
+    policy_kwargs=dict(lstm_hidden_size=16, net_arch=[16], dueling_hidden_size=16),
+)
+TINY_MUZERO = dict(learning_starts=100, batch_size=8, num_simulations=4, policy_kwargs=dict(hidden_dim=16, net_arch=[16]))
+TINY_IMPALA = dict(unroll_length=10, batch_size=2)
+ALGORITHMS = {
+    "r2d2": (R2D2, "MlpLstmPolicy", TINY_R2D2),
+    "popart_impala": (PopArtIMPALA, "MlpPolicy", TINY_IMPALA),
+    "muzero": (MuZero, "MlpPolicy", TINY_MUZERO),
+}
+
+
+def make_model(name: str, runner: str, env: VecEnv | None = None, **kwargs):
+    cls, policy, options = ALGORITHMS[name]
+    env = env if env is not None else make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    return cls(policy, env, runner=runner, runner_kwargs={"n_actors": 2, **kwargs}, seed=0, **options)
+
+
+def signature(value) -> object:
+    """What a batch item is made of: types, array shapes and dtypes, recursively (not the numbers)."""
+    if isinstance(value, np.ndarray):  # the leading length varies with the episodes (segments, chunks)
+        return ("array", value.ndim, value.shape[1:], str(value.dtype), value.flags.writeable)
+    if isinstance(value, th.Tensor):
+        return ("tensor", tuple(value.shape), str(value.dtype))
+    if isinstance(value, dict):
+        return {k: signature(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [signature(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return (type(value).__name__, {k: signature(getattr(value, k)) for k in value.__dataclass_fields__})
+    if hasattr(value, "__dict__"):
+        return (type(value).__name__, {k: signature(v) for k, v in sorted(vars(value).items())})
+    return type(value).__name__
+
+
+class Record(BaseCallback):
+    """Records what the actors handed over (via the model's _store) and the actors' pids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pids: list[int] = []
+
+    def _on_training_start(self) -> None:
+        self.items: list[tuple[int, int, object]] = []
+        store = self.model._store
+
+        def recording_store(step):
+            for item in step.items:
+                self.items.append((step.actor, step.policy_version, item))
+            return store(step)
+
+        self.model._store = recording_store
+
+    def _on_step(self) -> bool:
+        if not self.pids:
+            self.pids = list(self.model.runner.pids)
+        return True
+
+    def _on_training_end(self) -> None:
+        del self.model._store
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_each_algorithm_learns_with_two_ray_actors_like_with_actor_processes(name: str):
+    records = {}
+    for runner in ("processes", "ray"):
+        model = make_model(name, runner)
+        record = Record()
+        before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+        model.learn(400, callback=record)
+        assert model.num_timesteps >= 400 and model._n_updates > 0
+        assert any(not th.equal(before[k], v) for k, v in model.policy.state_dict().items())
+        assert {actor for actor, _, _ in record.items} == {0, 1}
+        versions = [version for _, version, _ in record.items]
+        assert 0 <= min(versions) and max(versions) <= model._n_updates
+        records[runner] = record
+        if runner == "ray":
+            assert len(record.pids) == 2 and wait_dead(record.pids) == []
+    shapes = {runner: {repr(signature(item)) for _, _, item in record.items} for runner, record in records.items()}
+    assert shapes["ray"] == shapes["processes"]
+
+
+def test_r2d2_epsilon_ladder_spans_every_ray_actor():
+    model = make_model("r2d2", "ray", n_actors=3)
+    epsilons = model._epsilons()
+    assert epsilons.shape == (6,)
+    assert epsilons[0] == pytest.approx(0.4) and epsilons[-1] == pytest.approx(0.4**8)
+
+
+def test_learning_survives_a_killed_actor_with_replay_and_counters_intact():
+    model = make_model("muzero", "ray")
+    log: dict[str, list] = {"replay": [], "steps": []}
+
+    class KillOnce(BaseCallback):
+        def _on_step(self) -> bool:
+            log["replay"].append(len(self.model.replay_buffer))
+            log["steps"].append(self.model.num_timesteps)
+            if self.model.num_timesteps == 200:
+                os.kill(self.model.runner.pids[1], signal.SIGKILL)
+            return True
+
+    model.learn(600, callback=KillOnce())
+    assert model.runner.restarts == 1
+    assert model.num_timesteps == 600
+    assert np.all(np.diff(log["steps"]) == 2)  # every VecEnv step counted once, none lost or repeated
+    assert np.all(np.diff(log["replay"]) >= 0) and log["replay"][-1] > log["replay"][log["steps"].index(200)]
+
+
+class BrokenEnv(gym.Env):
+    """Raises on the fifth step."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t == 5:
+            raise OSError("the emulator lost its ROM")
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+
+@pytest.mark.parametrize("name", ["r2d2", "muzero"])
+def test_an_env_that_raises_reaches_learn_with_its_traceback_and_no_actor_is_left(name: str):
+    model = make_model(name, "ray", env=DummyVecEnv([BrokenEnv]))
+    with pytest.raises(ActorError, match="the emulator lost its ROM") as error:
+        model.learn(1000)
+    assert "in step" in str(error.value)  # the env's own frame is in the traceback
+    assert not model.runner.running
+
+
+def test_interrupted_learning_leaves_no_ray_actor_behind():
+    model = make_model("popart_impala", "ray")
+    pids: list[int] = []
+
+    class CtrlC(BaseCallback):
+        def _on_step(self) -> bool:
+            if not pids:
+                pids.extend(self.model.runner.pids)
+            if self.num_timesteps >= 100:
+                raise KeyboardInterrupt
+            return True
+
+    with pytest.raises(KeyboardInterrupt):
+        model.learn(10_000, callback=CtrlC())
+    assert len(pids) == 2 and wait_dead(pids) == []
+
+
+def test_unknown_ray_options_are_rejected():
+    with pytest.raises(ValueError, match="Unknown runner_kwargs"):
+        MuZero("MlpPolicy", "CartPole-v1", runner="ray", runner_kwargs={"address": "auto"})
