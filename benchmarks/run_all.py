@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench_memory",
     "bench_r2d2",
     "bench_popart_impala",
+    "bench_ray",
 )
 
 

@@ -175,6 +175,7 @@ class PopArtIMPALA(ReplayAlgorithm):
             runner_kwargs.setdefault("sync_every", self.unroll_length)  # new parameters at the start of each unroll
         if runner == "ray":
             runner_kwargs.setdefault("steps_per_request", self.unroll_length)  # one unroll per request
+            runner_kwargs.setdefault("max_in_flight", max(2, 128 // self.unroll_length))  # ~128 steps ahead at most
         super().__init__(
             policy=policy,
             env=env,

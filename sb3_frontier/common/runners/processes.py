@@ -45,6 +45,7 @@ from typing import Any, NoReturn
 import cloudpickle
 import numpy as np
 import torch as th
+from stable_baselines3.common.monitor import ResultsWriter
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner
@@ -102,12 +103,19 @@ def _rebuild_vec_env_wrapper(cls: type[VecEnvWrapper], state: dict[str, Any], ve
     return wrapper
 
 
+def _no_results_writer() -> None:
+    return None
+
+
 class _VecEnvPickler(cloudpickle.Pickler):
     """cloudpickle, with SB3's VecEnv wrappers pickled whole: their ``class_attributes`` (every member of the class,
     ``_abc_impl`` included, which does not pickle) are recomputed on loading, and ``VecNormalize`` keeps its ``venv``
-    (its own ``__getstate__`` drops it)."""
+    (its own ``__getstate__`` drops it). ``Monitor`` files stay with the learner: a copy's ``Monitor`` writes none
+    (its episode statistics still reach the learner in the infos)."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, ResultsWriter):
+            return _no_results_writer, ()
         if isinstance(obj, VecEnvWrapper):
             state = {k: v for k, v in vars(obj).items() if k not in ("class_attributes", "venv")}
             return _rebuild_vec_env_wrapper, (type(obj), state, obj.venv)

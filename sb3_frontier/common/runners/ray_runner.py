@@ -190,7 +190,8 @@ class RayRunner(Runner):
     :param n_envs: envs each actor steps (the environment steps of one actor step)
     :param sync_every: actor steps between two reads of the parameters (read only when their version changed)
     :param steps_per_request: actor steps per request (fewer round trips; the learner still takes them one by one)
-    :param max_in_flight: requests queued at each actor
+    :param max_in_flight: requests queued at each actor (with ``steps_per_request``: how far an actor may run ahead
+        of the learner, 128 steps by default as for actor processes, so that acting goes on while the learner trains)
     :param ray_address: None (this process's Ray, or a new local instance), ``"auto"`` or ``"host:port"``
     :param num_cpus_per_actor: CPUs Ray reserves for each actor (fractions share a CPU)
     :param torch_threads: torch threads of each actor process
@@ -210,7 +211,7 @@ class RayRunner(Runner):
         n_envs: int,
         sync_every: int = 1,
         steps_per_request: int = 8,
-        max_in_flight: int = 2,
+        max_in_flight: int = 16,
         ray_address: str | None = None,
         num_cpus_per_actor: float = 1.0,
         torch_threads: int = 1,
@@ -256,7 +257,7 @@ class RayRunner(Runner):
         self._in_flight: dict[Any, tuple[int, int, int, float]] = {}  # ref -> (actor, generation, number, submitted)
         self._submitted: list[int] = []  # requests submitted to actor i's current process
         self._delivered: list[int] = []  # requests of it whose steps went to the learner (they go in order)
-        self._early: list[dict[int, list[ActorStep]]] = []  # answers that arrived before an earlier one
+        self._early: list[dict[int, list[ActorStep] | ActorError]] = []  # answers that came before an earlier one
         self._answered: list[bool] = []  # whether actor i's current process answered once
         self._ready: collections.deque[ActorStep] = collections.deque()
         #: restarts of dead actors since the last reset
@@ -371,24 +372,30 @@ class RayRunner(Runner):
             return
         ref = ready[0]
         index, generation, number, _ = self._in_flight.pop(ref)
+        answer: list[ActorStep] | ActorError
         try:
-            steps = pickle.loads(ray.get(ref))
+            answer = pickle.loads(ray.get(ref))
         except ray.exceptions.RayActorError as error:
             if error.actor_init_failed:  # building the actor (its envs, its network) raised: no restart cures that
                 self.close()
                 raise ActorError(f"Actor {index} could not be built:\n{error}") from None
             self._on_death(index, generation, error)  # its process died
             return
-        except ray.exceptions.RayTaskError as error:  # the actor raised: its traceback goes to the learner
-            self.close()
-            raise ActorError(f"Actor {index} raised:\n{error}") from None
+        except ray.exceptions.RayTaskError as error:  # the actor raised: its traceback goes to the learner, in turn
+            answer = ActorError(f"Actor {index} raised:\n{error}")
         if generation != self._generation[index]:
             return  # answered by a process since replaced: its episodes were abandoned with it
         self._answered[index] = True
         early = self._early[index]
-        early[number] = steps
-        while self._delivered[index] in early:  # an actor's steps reach the learner in the order it took them
-            self._ready.extend(early.pop(self._delivered[index]))
+        early[number] = answer
+        # An actor's steps reach the learner in the order it took them (Ray answers requests in any order), and its
+        # exception after the steps before it (a later request, run after the failing one, may fail first).
+        while self._delivered[index] in early:
+            delivered = early.pop(self._delivered[index])
+            if isinstance(delivered, ActorError):
+                self.close()
+                raise delivered
+            self._ready.extend(delivered)
             self._delivered[index] += 1
             self._submit(index)
 
