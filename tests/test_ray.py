@@ -442,4 +442,4 @@ def test_a_zoo_yaml_puts_training_on_ray(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     saved = tmp_path / "logs" / "muzero" / "CartPole-v1_1"
     assert (saved / "CartPole-v1.zip").is_file()
-    assert "policy_lag" in result.stdout  # the Ray actors' steps reached the learner's logs (SB3 prints the key under "runner/")
+    assert "policy_lag" in result.stdout  # the Ray actors' steps reached the logs (printed under "runner/")
