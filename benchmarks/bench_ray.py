@@ -27,7 +27,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
 from benchmarks.bench_atari import paper_atari_env
-from benchmarks.bench_r2d2 import PONG_RUNNER
+from benchmarks.bench_r2d2 import PONG_RUNNER, loop_rate
 from benchmarks.common import Pair, run_pairs, write_outputs
 from sb3_frontier import R2D2, PopArtIMPALA
 from sb3_frontier.common.runners import Actor, ActorStep, ProcessRunner, RayRunner, VecEnvCopy
@@ -50,19 +50,6 @@ def make_impala(runner: str) -> PopArtIMPALA:
     return PopArtIMPALA(
         "CnnPolicy", env, policy_kwargs={"torso": "nature"}, runner=runner, runner_kwargs={"n_actors": 1}, seed=0
     )
-
-
-def loop_rate(make: Callable[[str], Any], steps: int, runner: str) -> Callable[[], float]:
-    def measure() -> float:
-        model = make(runner)
-        start = time.perf_counter()
-        model.learn(steps)
-        rate = model.num_timesteps / (time.perf_counter() - start)
-        assert model._n_updates > 0
-        model.env.close()
-        return rate
-
-    return measure
 
 
 class PayloadActor(Actor):

@@ -10,7 +10,6 @@ import sys
 import time
 
 import cloudpickle
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -19,13 +18,16 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecNormalize
 
 from sb3_frontier import R2D2, MuZero, PopArtIMPALA
-from sb3_frontier.common.runners import Actor, ActorError, ActorStep, RayRunner, VecEnvCopy
+from sb3_frontier.common.runners import ActorError, ActorStep, RayRunner, VecEnvCopy
 from sb3_frontier.common.runners.ray_runner import ensure_ray
+from tests import runner_helpers
+from tests.runner_helpers import BrokenEnv, CountingFactory, alive, gather
 
 ray = pytest.importorskip("ray")
-# Ray workers receive this module's classes by value (Ray's own cloudpickle for the actor factory, cloudpickle for envs)
+# Ray workers receive these modules' classes by value (Ray's own cloudpickle for the actor factory, cloudpickle for envs)
 for _pickler in (cloudpickle, ray.cloudpickle):
-    _pickler.register_pickle_by_value(sys.modules[__name__])
+    for _module in (sys.modules[__name__], runner_helpers):
+        _pickler.register_pickle_by_value(_module)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,17 +39,6 @@ def local_ray():
         ray.shutdown()
 
 
-def alive(pids: list[int]) -> list[int]:
-    running = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        running.append(pid)
-    return running
-
-
 def wait_dead(pids: list[int], timeout: float = 10.0) -> list[int]:
     """The pids still running after up to ``timeout`` seconds (Ray ends a killed actor's process asynchronously)."""
     deadline = time.monotonic() + timeout
@@ -56,55 +47,9 @@ def wait_dead(pids: list[int], timeout: float = 10.0) -> list[int]:
     return alive(pids)
 
 
-class CountingActor(Actor):
-    """Steps a VecEnv with random actions; reports its step number and the sum of its network's weight."""
-
-    def __init__(self, env: VecEnv, index: int, fail_after: int | None = None) -> None:
-        self.env = env
-        self.n_envs = env.num_envs
-        self.index = index
-        self.network = th.nn.Linear(2, 1)
-        self.fail_after = fail_after
-        self.steps = 0
-
-    def reset(self, observations=None) -> None:
-        self.obs = self.env.reset()
-
-    def step(self) -> ActorStep:
-        self.steps += 1
-        if self.fail_after is not None and self.steps > self.fail_after:
-            raise FloatingPointError(f"actor {self.index} broke at step {self.steps}")
-        actions = np.array([self.env.action_space.sample() for _ in range(self.n_envs)])
-        self.obs, rewards, dones, infos = self.env.step(actions)
-        return ActorStep(
-            items=[(self.index, self.steps, self.obs[0].copy(), os.getpid())],
-            rewards=rewards,
-            dones=dones,
-            infos=list(infos),
-            policy_version=self.policy_version,
-            stats={"weight": float(self.network.weight.detach().sum())},
-        )
-
-
-class CountingFactory:
-    def __init__(self, env: VecEnvCopy, fail_after: int | None = None) -> None:
-        self.env = env
-        self.fail_after = fail_after
-
-    def __call__(self, index: int) -> CountingActor:
-        return CountingActor(self.env.build(index), index, self.fail_after)
-
-
 def make_runner(n_actors: int = 2, fail_after: int | None = None, **kwargs) -> RayRunner:
     env = make_vec_env("CartPole-v1", n_envs=2)
     return RayRunner(CountingFactory(VecEnvCopy(env, 0), fail_after), n_actors, th.nn.Linear(2, 1).state_dict(), 2, **kwargs)
-
-
-def take(runner: RayRunner, n: int) -> list[ActorStep]:
-    steps: list[ActorStep] = []
-    while len(steps) < n:
-        steps.extend(runner.step())
-    return steps
 
 
 # ------------------------------------------------------------------------------------------------------- transport
@@ -131,12 +76,12 @@ def test_parameters_reach_the_actors_at_their_sync_steps_with_the_policy_lag_log
     runner = make_runner(n_actors=1, sync_every=5, steps_per_request=2, max_in_flight=1)
     try:
         runner.reset()
-        start = take(runner, 3)
+        start = gather(runner, 3)
         layer = th.nn.Linear(2, 1)
         with th.no_grad():
             layer.weight.fill_(2.5)
         runner.sync(layer.state_dict(), version=7, progress_remaining=0.5)
-        later = take(runner, 30)
+        later = gather(runner, 30)
     finally:
         runner.close()
     steps = start + later
@@ -181,7 +126,7 @@ def test_a_killed_actor_is_restarted_and_the_others_go_on():
     runner = make_runner(steps_per_request=2)
     try:
         runner.reset()
-        take(runner, 10)
+        gather(runner, 10)
         pids = runner.pids
         os.kill(pids[0], signal.SIGKILL)
         steps: list[ActorStep] = []
@@ -202,7 +147,7 @@ def test_a_killed_actor_is_restarted_and_the_others_go_on():
 def test_an_actor_that_keeps_dying_is_reported_once_the_restarts_are_used():
     runner = make_runner(n_actors=1, max_restarts=1)
     runner.reset()
-    take(runner, 2)
+    gather(runner, 2)
     with pytest.raises(ActorError, match="restart"):
         for _ in range(3):
             restarts = runner.restarts
@@ -217,7 +162,7 @@ def test_an_actor_that_raises_reaches_the_learner_with_its_traceback_and_everyth
     runner.reset()
     pids = runner.pids
     with pytest.raises(ActorError) as error:
-        take(runner, 100)
+        gather(runner, 100)
     message = str(error.value)
     assert "broke at step 4" in message and "FloatingPointError" in message and "in step" in message, message
     assert not runner.running
@@ -228,7 +173,7 @@ def test_an_actor_that_raises_reaches_the_learner_with_its_traceback_and_everyth
 def test_close_kills_every_actor_and_bad_options_are_rejected():
     runner = make_runner()
     runner.reset()
-    take(runner, 4)
+    gather(runner, 4)
     pids = runner.pids
     runner.close()
     runner.close()
@@ -362,24 +307,6 @@ def test_learning_survives_a_killed_actor_with_replay_and_counters_intact():
     assert model.num_timesteps == 600
     assert np.all(np.diff(log["steps"]) == 2)  # every VecEnv step counted once, none lost or repeated
     assert np.all(np.diff(log["replay"]) >= 0) and log["replay"][-1] > log["replay"][log["steps"].index(200)]
-
-
-class BrokenEnv(gym.Env):
-    """Raises on the fifth step."""
-
-    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(2, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        if self.t == 5:
-            raise OSError("the emulator lost its ROM")
-        return np.zeros(2, np.float32), 0.0, False, False, {}
 
 
 @pytest.mark.parametrize("name", ["r2d2", "muzero"])

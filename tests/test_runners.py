@@ -7,58 +7,18 @@ import os
 import signal
 import time
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_frontier import MuZero
-from sb3_frontier.common.runners import Actor, ActorError, ActorStep, ProcessRunner, SharedParameters, VecEnvCopy
+from sb3_frontier.common.runners import ActorError, ActorStep, ProcessRunner, SharedParameters, VecEnvCopy
+from tests.runner_helpers import BrokenEnv, CountingActor, CountingFactory, alive, gather
 
 TINY = dict(hidden_dim=16, net_arch=[16])
-
-
-class CountingActor(Actor):
-    """Steps a VecEnv with random actions; reports the sum of its network's weight, so parameter sync is visible."""
-
-    def __init__(self, env: VecEnv, index: int, fail_after: int | None = None) -> None:
-        self.env = env
-        self.n_envs = env.num_envs
-        self.index = index
-        self.network = th.nn.Linear(2, 1)
-        self.fail_after = fail_after
-        self.steps = 0
-
-    def reset(self, observations=None) -> None:
-        self.obs = self.env.reset()
-
-    def step(self) -> ActorStep:
-        self.steps += 1
-        if self.fail_after is not None and self.steps > self.fail_after:
-            raise FloatingPointError(f"actor {self.index} broke at step {self.steps}")
-        actions = np.array([self.env.action_space.sample() for _ in range(self.n_envs)])
-        self.obs, rewards, dones, infos = self.env.step(actions)
-        weight = float(self.network.weight.detach().sum())
-        return ActorStep(
-            items=[(self.index, self.steps, self.obs[0].copy())],
-            rewards=rewards,
-            dones=dones,
-            infos=list(infos),
-            policy_version=self.policy_version,
-            stats={"weight": weight},
-        )
-
-
-class CountingFactory:
-    def __init__(self, env: VecEnvCopy, fail_after: int | None = None) -> None:
-        self.env = env
-        self.fail_after = fail_after
-
-    def __call__(self, index: int) -> CountingActor:
-        return CountingActor(self.env.build(index), index, self.fail_after)
 
 
 def make_runner(n_actors: int = 2, seed: int | None = 0, fail_after: int | None = None, **kwargs) -> ProcessRunner:
@@ -66,25 +26,6 @@ def make_runner(n_actors: int = 2, seed: int | None = 0, fail_after: int | None 
     return ProcessRunner(
         CountingFactory(VecEnvCopy(env, seed), fail_after), n_actors, th.nn.Linear(2, 1).state_dict(), 2, **kwargs
     )
-
-
-def alive(pids: list[int]) -> list[int]:
-    """The pids that still run (zombies reaped by the runner do not)."""
-    running = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        running.append(pid)
-    return running
-
-
-def gather(runner: ProcessRunner, n: int) -> list[ActorStep]:
-    steps: list[ActorStep] = []
-    while len(steps) < n:
-        steps.extend(runner.step())
-    return steps
 
 
 def test_shared_parameters_copy_on_read_only_when_the_version_changed():
@@ -138,7 +79,7 @@ def test_process_runner_actors_play_different_episodes():
         deadline = time.monotonic() + 30
         while len(first_obs) < 2 and time.monotonic() < deadline:
             for step in runner.step():
-                actor, _count, obs = step.items[0]
+                actor, _count, obs, _pid = step.items[0]
                 first_obs.setdefault(actor, obs)
         assert not np.allclose(first_obs[0], first_obs[1])  # reseeded copies, not the same inherited env
     finally:
@@ -252,24 +193,6 @@ def test_muzero_actor_processes_stop_when_learning_is_interrupted():
     with pytest.raises(KeyboardInterrupt):
         model.learn(10_000, callback=CtrlC())
     assert pids and alive(sorted(set(pids))) == []
-
-
-class BrokenEnv(gym.Env):
-    """Raises on the fifth step."""
-
-    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(2, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        if self.t == 5:
-            raise OSError("the emulator lost its ROM")
-        return np.zeros(2, np.float32), 0.0, False, False, {}
 
 
 def test_an_env_that_raises_in_an_actor_reaches_the_caller_with_its_traceback():

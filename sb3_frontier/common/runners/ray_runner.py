@@ -100,12 +100,13 @@ def shutdown_ray() -> None:
 
 
 def _to_numpy(parameters: Mapping[str, th.Tensor]) -> dict[str, Any]:
-    """A state dict as numpy arrays (read without a copy from Ray's object store); dtypes numpy lacks stay tensors."""
+    """A state dict as numpy arrays (read without a copy from Ray's object store); dtypes numpy lacks stay tensors.
+    The arrays may share memory with the parameters: ``ray.put`` copies them at once."""
     out: dict[str, Any] = {}
     for name, value in parameters.items():
         tensor = value.detach().to("cpu")
         try:
-            out[name] = tensor.numpy().copy()
+            out[name] = tensor.numpy()
         except TypeError:  # bfloat16 and friends
             out[name] = tensor.clone()
     return out
@@ -253,7 +254,6 @@ class RayRunner(Runner):
         self._parameters_ref_version = -1
         self._actors: list[Any] = []
         self._generation: list[int] = []  # how many times actor i was started (its requests carry it)
-        self._requested: list[int] = []  # steps requested from actor i's current process
         self._in_flight: dict[Any, tuple[int, int, int, float]] = {}  # ref -> (actor, generation, number, submitted)
         self._submitted: list[int] = []  # requests submitted to actor i's current process
         self._delivered: list[int] = []  # requests of it whose steps went to the learner (they go in order)
@@ -277,7 +277,6 @@ class RayRunner(Runner):
         self.restarts = 0
         self._actors = [None] * self.n_actors
         self._generation = [0] * self.n_actors
-        self._requested = [0] * self.n_actors
         self._answered = [False] * self.n_actors
         self._submitted = [0] * self.n_actors
         self._delivered = [0] * self.n_actors
@@ -304,7 +303,6 @@ class RayRunner(Runner):
             ) from error
         self._actors[index] = handle
         self._generation[index] += 1
-        self._requested[index] = 0
         self._answered[index] = False
         self._submitted[index] = self._delivered[index] = 0
         self._early[index].clear()
@@ -319,11 +317,6 @@ class RayRunner(Runner):
         self._in_flight.clear()
         self._ready.clear()
 
-    def shutdown(self) -> None:
-        """Close, then shut down the local Ray instance if this process started it."""
-        self.close()
-        shutdown_ray()
-
     # ------------------------------------------------------------------------------------------------- transport
     def sync(self, parameters: Mapping[str, th.Tensor] | None, version: int, progress_remaining: float) -> None:
         if parameters is None:
@@ -334,7 +327,7 @@ class RayRunner(Runner):
 
     def _parameters_for(self, index: int) -> list[Any]:
         """``[ref]`` if actor ``index``'s next request crosses a parameter read and a newer version exists, else ``[]``."""
-        first = self._requested[index]
+        first = self._submitted[index] * self.steps_per_request  # the request's first step of the actor
         last = first + self.steps_per_request - 1
         crosses = first % self.sync_every == 0 or first // self.sync_every != last // self.sync_every
         if not crosses:
@@ -349,7 +342,6 @@ class RayRunner(Runner):
         handle = self._actors[index]
         parameters = self._parameters_for(index)
         ref = handle.run.remote(self.steps_per_request, parameters, self.version, self.progress_remaining)
-        self._requested[index] += self.steps_per_request
         self._in_flight[ref] = (index, self._generation[index], self._submitted[index], time.monotonic())
         self._submitted[index] += 1
 
