@@ -19,6 +19,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from sb3_frontier import MuZero
 from sb3_frontier.algorithms.muzero import REANALYZE_PRESET
 from sb3_frontier.algorithms.muzero.losses import muzero_loss
+from sb3_frontier.algorithms.muzero.reanalyze import apply_reanalyzed, reanalyze_request
+from sb3_frontier.algorithms.muzero.replay import GameSegment, MuZeroReplayBuffer
 from sb3_frontier.envs import register_envs
 from sb3_frontier.policies.torsos import min_max_scale, scale_gradient
 
@@ -223,6 +225,41 @@ def test_life_loss_and_truncation_reach_the_replay():
         assert not replay.value_valid[slot]
 
 
+def test_reanalyzed_targets_refresh_only_positions_still_stored():
+    replay = MuZeroReplayBuffer(30, spaces.Box(-1, 1, (2,)), n_actions=3, unroll_steps=2, td_steps=2)
+
+    def game(length: int, policy: float) -> GameSegment:
+        policies = np.full((length, 3), policy, dtype=np.float32)
+        actions = np.ones(length, dtype=np.int64)
+        actions[-1] = -1
+        return GameSegment(
+            observations=np.zeros((length, 2), np.float32),
+            actions=actions,
+            rewards=np.zeros(length, np.float32),
+            root_values=np.zeros(length, np.float32),
+            policies=policies,
+            legal=np.ones((length, 3), bool),
+            stops=np.zeros(length, bool),
+            terminal=True,
+            n_starts=length,
+        )
+
+    replay.add(game(20, 1 / 3))
+    batch = replay.sample(10, np.random.default_rng(0))
+    request = reanalyze_request(batch, 0.5, replay)
+    assert request is not None and request.rows == 5
+    replay.add(game(20, 0.5))  # overwrites positions 0-9 of the first game with a new game
+    targets = np.tile(np.array([1.0, 0.0, 0.0], np.float32), (len(request.positions), 1))
+    refreshed = apply_reanalyzed(batch, request, targets, replay)
+    live = request.positions >= 10
+    assert refreshed == live.sum()
+    np.testing.assert_array_equal(batch.policies[:5][request.mask], targets)  # the batch takes them all
+    np.testing.assert_array_equal(replay.policies[request.positions[live] % 30], targets[live])
+    assert np.all(replay.policies[request.positions[~live] % 30] == 0.5)  # the new game keeps its own
+    with pytest.raises(ValueError, match="shape"):
+        apply_reanalyzed(batch, request, targets[:, :2], replay)
+
+
 def test_reanalyze_re_searches_policy_targets_and_bootstraps_from_the_target_network():
     env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
     preset = {**REANALYZE_PRESET, "dirichlet_fraction": 0.0}  # no root noise: a fresh search is reproducible
@@ -231,6 +268,7 @@ def test_reanalyze_re_searches_policy_targets_and_bootstraps_from_the_target_net
     model.learn(80)
     assert model._n_updates > 0
     batch = model.replay_buffer.sample(10, np.random.default_rng(3))
+    batch.policies[batch.policy_mask] = -1.0  # no search gives this: what a new search writes shows
     stored = batch.policies.copy()
     model._reanalyze(batch)
     n = round(0.8 * 10)
@@ -239,8 +277,9 @@ def test_reanalyze_re_searches_policy_targets_and_bootstraps_from_the_target_net
         model.planner.search(model.replay_buffer.observations_at(batch.positions[:n][head]), batch.legal[:n][head])
     )
     np.testing.assert_array_equal(batch.policies[:n][head], fresh)  # the head's targets come from a new search
-    np.testing.assert_array_equal(batch.policies[n:], stored[n:])  # the tail keeps the acting-time visits
-    assert not np.array_equal(stored[:n][head], fresh)
+    np.testing.assert_array_equal(batch.policies[n:], stored[n:])  # the tail keeps the stored targets
+    # ... and the stored game's targets are refreshed with them
+    np.testing.assert_array_equal(model.replay_buffer.policies[batch.positions[:n][head] % model.buffer_size], fresh)
     # Value bootstraps come from the target network, not from the stored search values: make its value a constant.
     with th.no_grad():
         for param in model.target_policy.value_head.parameters():

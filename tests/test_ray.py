@@ -4,6 +4,7 @@ three algorithms learning with Ray actors, their batches like the local-process 
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sys
@@ -18,7 +19,10 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecNormalize
 
 from sb3_frontier import R2D2, MuZero, PopArtIMPALA
-from sb3_frontier.common.runners import ActorError, ActorStep, RayRunner, VecEnvCopy
+from sb3_frontier.algorithms.muzero import REANALYZE_PRESET
+from sb3_frontier.algorithms.muzero.planning import Planner
+from sb3_frontier.algorithms.muzero.reanalyze import fresh_policy_targets
+from sb3_frontier.common.runners import ActorError, ActorStep, RayRunner, RayWorkerPool, VecEnvCopy, Worker
 from sb3_frontier.common.runners.ray_runner import ensure_ray
 from tests import runner_helpers
 from tests.runner_helpers import BrokenEnv, CountingFactory, alive, gather
@@ -193,6 +197,93 @@ def test_a_cluster_without_room_for_the_actors_is_reported():
     assert not runner.running
 
 
+# ---------------------------------------------------------------------------------------------------- worker pool
+class ScalingWorker(Worker):
+    """Answers x with (x * the network's weight sum, its pid); raises on a request of ``fail_on``."""
+
+    def __init__(self, fail_on: float | None = None) -> None:
+        self.network = th.nn.Linear(2, 1)
+        with th.no_grad():
+            self.network.weight.fill_(0.5)
+        self.fail_on = fail_on
+
+    def __call__(self, request: float) -> tuple[float, int]:
+        if request == self.fail_on:
+            raise ZeroDivisionError(f"request {request} divided by zero")
+        time.sleep(0.02)
+        return request * float(self.network.weight.detach().sum()), os.getpid()
+
+
+class ScalingFactory:
+    def __init__(self, fail_on: float | None = None) -> None:
+        self.fail_on = fail_on
+
+    def __call__(self, index: int) -> ScalingWorker:
+        return ScalingWorker(self.fail_on)
+
+
+def make_pool(n_workers: int = 2, fail_on: float | None = None, **kwargs) -> RayWorkerPool:
+    kwargs = {"num_cpus_per_worker": 0.5, **kwargs}
+    return RayWorkerPool(ScalingFactory(fail_on), n_workers, th.nn.Linear(2, 1).state_dict(), **kwargs)
+
+
+def test_a_worker_pool_answers_every_request_with_the_parameters_of_its_submission():
+    pool = make_pool()
+    try:
+        pool.start()
+        first = [pool.submit(float(x)) for x in range(6)]  # the initial parameters' weight sum is random
+        weights = th.nn.Linear(2, 1).state_dict()
+        weights["weight"].fill_(2.0)
+        pool.sync(weights, version=3)
+        second = [pool.submit(float(x)) for x in range(6)]
+        answers = {ticket: pool.result(ticket) for ticket in reversed(first + second)}  # read in any order
+        pids = pool.pids
+    finally:
+        pool.close()
+    assert [answers[t][0] for t in second] == [4.0 * x for x in range(6)]  # loaded before the requests after sync
+    initial = {answers[t][0] / x for t, x in zip(first[1:], range(1, 6), strict=True)}
+    assert len(initial) == 1 and initial != {4.0}
+    assert {answers[t][1] for t in first + second} == set(pids) and len(set(pids)) == 2  # spread over both workers
+    assert wait_dead(pids) == []
+    with pytest.raises(KeyError, match="ticket"):
+        pool.result(first[0])
+
+
+def test_a_killed_worker_is_restarted_and_its_pending_requests_are_answered():
+    pool = make_pool()
+    try:
+        pool.start()
+        pool.result(pool.submit(0.0))
+        pids = pool.pids
+        tickets = [pool.submit(float(x)) for x in range(1, 21)]
+        os.kill(pids[0], signal.SIGKILL)
+        answers = [pool.result(t) for t in tickets]
+        new_pids = pool.pids
+    finally:
+        pool.close()
+    assert pool.restarts == 1 and new_pids[0] != pids[0] and new_pids[1] == pids[1]
+    scale = answers[0][0] / 1.0
+    assert [a for a, _ in answers] == pytest.approx([scale * x for x in range(1, 21)])  # none lost
+    assert wait_dead(pids + new_pids) == []
+
+
+def test_a_worker_that_raises_reaches_the_learner_with_its_traceback_and_the_pool_stops():
+    pool = make_pool(fail_on=3.0)
+    pool.start()
+    pids = pool.pids
+    tickets = [pool.submit(float(x)) for x in range(6)]
+    with pytest.raises(ActorError, match="divided by zero") as error:
+        for ticket in tickets:
+            pool.result(ticket)
+    assert "ZeroDivisionError" in str(error.value) and "in __call__" in str(error.value)
+    assert not pool.running and wait_dead(pids) == []
+    with pytest.raises(RuntimeError, match="start"):
+        pool.submit(1.0)
+    for bad in ({"n_workers": 0}, {"num_cpus_per_worker": 0}, {"max_restarts": -1}, {"start_timeout": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            make_pool(**bad)
+
+
 # ------------------------------------------------------------------------------------------------------ algorithms
 TINY_R2D2 = dict(
     learning_starts=100,
@@ -333,6 +424,122 @@ def test_interrupted_learning_leaves_no_ray_actor_behind():
     with pytest.raises(KeyboardInterrupt):
         model.learn(10_000, callback=CtrlC())
     assert len(pids) == 2 and wait_dead(pids) == []
+
+
+REANALYZE = dict(**REANALYZE_PRESET, dirichlet_fraction=0.0)  # no root noise: a fresh search is reproducible
+
+
+def test_muzero_learns_with_reanalyze_workers_that_search_with_the_latest_parameters():
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = MuZero(
+        "MlpPolicy",
+        env,
+        runner="ray",
+        runner_kwargs={"n_actors": 1, "num_cpus_per_actor": 0.5},
+        reanalyze_workers=2,
+        reanalyze_kwargs={"num_cpus_per_worker": 0.5},
+        seed=0,
+        **{**TINY_MUZERO, "num_simulations": 32},  # visit fractions fine enough to tell two networks apart
+        **REANALYZE,
+    )
+    pids: list[int] = []
+
+    class WorkerPids(BaseCallback):
+        def _on_step(self) -> bool:
+            if not pids and self.model._reanalyze_pipeline is not None:
+                pids.extend(self.model._reanalyze_pipeline.pool.pids)
+            return True
+
+    model.learn(200, callback=WorkerPids())
+    assert model._n_updates > 0 and len(pids) == 2 and wait_dead(pids) == []
+    assert model._reanalyze_pipeline is None  # closed with learn()
+
+    # The pipeline by hand: batches sampled ahead, searched by the workers with the parameters of their sampling.
+    old_planner = Planner(copy.deepcopy(model.policy), model.search_settings, np.random.default_rng(0))
+    pipeline = model._reanalyze_workers_pipeline()
+    rng = np.random.default_rng(1)
+    try:
+        prepared = [pipeline.next(16, rng, 1.0, model._actor_parameters(), version=10)]
+        th.manual_seed(5)
+        with th.no_grad():  # another network
+            for param in model.policy.parameters():
+                param.copy_(th.randn_like(param))
+        prepared += [pipeline.next(16, rng, 1.0, model._actor_parameters(), version=11) for _ in range(pipeline.depth)]
+    finally:
+        model._close_runner()
+    assert pipeline.depth == 4 and [p.policy_lag for p in prepared] == [0, 1, 1, 1, 0]
+    threads = th.get_num_threads()
+    th.set_num_threads(1)  # as the workers: the same float operations, so the same visit counts
+    try:
+        for item, planner in zip(prepared, [old_planner] * 4 + [model.planner], strict=True):
+            rows = round(0.8 * 16)
+            mask = item.batch.policy_mask[:rows]
+            positions = item.batch.positions[:rows][mask]
+            observations = model.replay_buffer.observations_at(positions)
+            fresh = fresh_policy_targets(planner, observations, item.batch.legal[:rows][mask])
+            np.testing.assert_array_equal(item.batch.policies[:rows][mask], fresh)
+            assert item.refreshed == len(positions)
+    finally:
+        th.set_num_threads(threads)
+    # the stored games' targets were refreshed (the last batch's search wrote last), and the parameters mattered
+    last = prepared[-1].batch
+    mask = last.policy_mask[:rows]
+    positions = last.positions[:rows][mask]
+    np.testing.assert_array_equal(model.replay_buffer.policies[positions % model.buffer_size], last.policies[:rows][mask])
+    stale = fresh_policy_targets(old_planner, model.replay_buffer.observations_at(positions), last.legal[:rows][mask])
+    assert not np.array_equal(stale, last.policies[:rows][mask])
+
+
+def test_muzero_learning_survives_a_killed_reanalyze_worker():
+    model = MuZero("MlpPolicy", "CartPole-v1", reanalyze_workers=1, seed=0, **TINY_MUZERO, **REANALYZE)
+    seen = {"restarts": 0, "updates": []}
+
+    class KillOnce(BaseCallback):
+        def _on_step(self) -> bool:
+            pipeline = self.model._reanalyze_pipeline
+            if pipeline is not None:
+                if self.model.num_timesteps == 150:
+                    os.kill(pipeline.pool.pids[0], signal.SIGKILL)
+                seen["restarts"] = pipeline.pool.restarts
+            seen["updates"].append(self.model._n_updates)
+            return True
+
+    model.learn(300, callback=KillOnce())
+    assert model.num_timesteps == 300 and seen["restarts"] == 1
+    training = np.array(seen["updates"][seen["updates"].index(1) :])
+    assert np.all(np.diff(training) == 1) and len(training) > 150  # one update per step, before and after the kill
+
+
+def test_muzero_with_a_reanalyze_worker_that_raises_stops_and_leaves_nothing_running(monkeypatch):
+    from sb3_frontier.algorithms.muzero import reanalyze
+
+    def broken(planner, observations, legal):
+        raise MemoryError("the search ran out of nodes")
+
+    monkeypatch.setattr(reanalyze, "fresh_policy_targets", broken)
+    cloudpickle.register_pickle_by_value(reanalyze)  # the workers get the patched module
+    ray.cloudpickle.register_pickle_by_value(reanalyze)
+    try:
+        model = MuZero("MlpPolicy", "CartPole-v1", reanalyze_workers=1, seed=0, **TINY_MUZERO, **REANALYZE)
+        with pytest.raises(ActorError, match="ran out of nodes"):
+            model.learn(300)
+    finally:
+        cloudpickle.unregister_pickle_by_value(reanalyze)
+        ray.cloudpickle.unregister_pickle_by_value(reanalyze)
+    assert model._reanalyze_pipeline is None
+
+
+def test_reanalyze_worker_options_are_checked():
+    with pytest.raises(ValueError, match="reanalyze_fraction"):
+        MuZero("MlpPolicy", "CartPole-v1", reanalyze_workers=2)
+    with pytest.raises(ValueError, match="Unknown reanalyze_kwargs"):
+        MuZero("MlpPolicy", "CartPole-v1", reanalyze_workers=1, reanalyze_kwargs={"n_workers": 2}, **REANALYZE)
+    with pytest.raises(ValueError, match="reanalyze_workers >= 1"):
+        MuZero("MlpPolicy", "CartPole-v1", reanalyze_kwargs={"batches_ahead": 2}, **REANALYZE)
+    with pytest.raises(ValueError, match="batches_ahead"):
+        MuZero("MlpPolicy", "CartPole-v1", reanalyze_workers=1, reanalyze_kwargs={"batches_ahead": 0}, **REANALYZE)
+    with pytest.raises(ValueError, match="reanalyze_workers"):
+        MuZero("MlpPolicy", "CartPole-v1", reanalyze_workers=-1, **REANALYZE)
 
 
 def test_unknown_ray_options_are_rejected():

@@ -36,6 +36,7 @@ from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutReturn, Schedule, TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import safe_mean, should_collect_more_steps
 
+from sb3_frontier.common.checks import check_integer
 from sb3_frontier.common.runners import (
     RUNNERS,
     Actor,
@@ -73,20 +74,6 @@ def convert_train_freq(train_freq: int | tuple[int, str] | TrainFreq) -> TrainFr
     if isinstance(frequency, bool) or not isinstance(frequency, int | np.integer) or frequency < 1:
         raise ValueError(f"train_freq must count at least one step or episode (an integer >= 1), got {frequency!r}")
     return TrainFreq(int(frequency), unit)
-
-
-def check_integer(name: str, value: Any, minimum: int) -> int:
-    """
-    Validate an integer hyperparameter.
-
-    :param name: its name, for the message
-    :param value: the value
-    :param minimum: the smallest value allowed
-    :return: the value as an int
-    """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 #: The options ``runner_kwargs`` may hold, per runner.

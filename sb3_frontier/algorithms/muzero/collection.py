@@ -10,7 +10,6 @@ failing that, from ``info["action_mask"]``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_suppo
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_frontier.algorithms.muzero import mcts
-from sb3_frontier.algorithms.muzero.planning import Planner, SearchSettings, check_temperature
+from sb3_frontier.algorithms.muzero.planning import Planner, SearchSettings, check_temperature, cpu_copy
 from sb3_frontier.algorithms.muzero.replay import GameSegment, outcome_targets
 from sb3_frontier.common.observations import Obs, obs_stack, obs_take
 from sb3_frontier.common.runners import Actor, ActorStep, VecEnvCopy
@@ -279,9 +278,7 @@ class SelfPlayActorFactory:
 
     def __init__(self, env: VecEnvCopy, policy: MuZeroPolicy, settings: SearchSettings, **actor_kwargs: Any) -> None:
         self.env = env
-        self.policy = copy.deepcopy(policy).to("cpu")
-        self.policy.optimizer = None  # type: ignore[assignment]  # actors do not train
-        self.policy.set_training_mode(False)
+        self.policy = cpu_copy(policy)
         self.settings = settings
         self.actor_kwargs = actor_kwargs
 

@@ -25,10 +25,18 @@ from sb3_frontier.algorithms.muzero import mcts
 from sb3_frontier.algorithms.muzero.collection import SelfPlayActor, SelfPlayActorFactory
 from sb3_frontier.algorithms.muzero.losses import muzero_loss
 from sb3_frontier.algorithms.muzero.planning import Planner, SearchSettings, check_temperature
+from sb3_frontier.algorithms.muzero.reanalyze import (
+    ReanalyzePipeline,
+    ReanalyzeWorkerFactory,
+    apply_reanalyzed,
+    check_reanalyze_workers,
+    fresh_policy_targets,
+    reanalyze_request,
+)
 from sb3_frontier.algorithms.muzero.replay import MuZeroBatch, MuZeroReplayBuffer
-from sb3_frontier.common.observations import obs_batch_size
+from sb3_frontier.common.observations import Obs, obs_batch_size
 from sb3_frontier.common.replay_algorithm import ReplayAlgorithm, check_integer
-from sb3_frontier.common.runners import ActorStep, VecEnvCopy
+from sb3_frontier.common.runners import ActorStep, RayWorkerPool, VecEnvCopy
 from sb3_frontier.policies.muzero import CnnPolicy, MlpPolicy, MultiInputPolicy, MuZeroPolicy
 
 SelfMuZero = TypeVar("SelfMuZero", bound="MuZero")
@@ -117,7 +125,13 @@ class MuZero(ReplayAlgorithm):
     :param priority_exponent: alpha of prioritized replay (0: uniform)
     :param importance_exponent: beta of the importance-sampling weights (0: none)
     :param reanalyze_fraction: fraction of each batch whose policy targets are recomputed by a fresh search with the
-        latest network
+        latest network (also written back into the replay: the stored game's targets are refreshed)
+    :param reanalyze_workers: Ray workers that run Reanalyze's searches on batches sampled ahead while the learner
+        trains (needs Ray, any ``runner``; :mod:`~sb3_frontier.algorithms.muzero.reanalyze`); 0: the learner searches
+        before each gradient step
+    :param reanalyze_kwargs: options of the workers: ``batches_ahead`` (2 per worker), ``num_cpus_per_worker`` (1),
+        ``torch_threads`` (1), ``max_restarts`` (10), ``start_timeout``, ``ray_address``, ``ray_init_kwargs`` (see
+        :class:`~sb3_frontier.common.runners.RayWorkerPool`)
     :param value_bootstrap: ``"search"`` bootstraps value targets from the search values stored at acting time;
         ``"target"`` from a target network's value of the bootstrap observation (MuZero Reanalyze)
     :param target_update_interval: gradient steps between copies of the network into the target network
@@ -183,6 +197,8 @@ class MuZero(ReplayAlgorithm):
         priority_exponent: float = 1.0,
         importance_exponent: float = 1.0,
         reanalyze_fraction: float = 0.0,
+        reanalyze_workers: int = 0,
+        reanalyze_kwargs: dict[str, Any] | None = None,
         value_bootstrap: str = "search",
         target_update_interval: int = 100,
         value_loss_coef: float = 1.0,
@@ -211,6 +227,8 @@ class MuZero(ReplayAlgorithm):
             raise ValueError(f"two_player=True trains on undiscounted final outcomes: it needs gamma=1.0, got gamma={gamma}")
         if not 0.0 <= reanalyze_fraction <= 1.0:
             raise ValueError(f"reanalyze_fraction must lie in [0, 1], got {reanalyze_fraction}")
+        self.reanalyze_workers = check_integer("reanalyze_workers", reanalyze_workers, 0)
+        self.reanalyze_kwargs = check_reanalyze_workers(self.reanalyze_workers, reanalyze_fraction, reanalyze_kwargs)
         if temperature_moves is not None:
             check_integer("temperature_moves", temperature_moves, 0)
         if not callable(temperature):
@@ -285,6 +303,7 @@ class MuZero(ReplayAlgorithm):
         self.two_player = two_player
         self._warned: set[str] = set()
         self._rng: np.random.Generator | None = None
+        self._reanalyze_pipeline: ReanalyzePipeline | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -316,7 +335,7 @@ class MuZero(ReplayAlgorithm):
         self.planner = Planner(self.policy, self.search_settings, self._rng)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "planner", "_warned"]
+        return [*super()._excluded_save_params(), "planner", "_warned", "_reanalyze_pipeline"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "target_policy"], []
@@ -452,35 +471,73 @@ class MuZero(ReplayAlgorithm):
         """
         return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
 
-    def _bootstrap_values(self, batch: MuZeroBatch) -> np.ndarray | None:
-        """Target-network values of the bootstrap observations (None: use the stored search values)."""
+    def _bootstrap_values(self, batch: MuZeroBatch, observations: Obs | None = None) -> np.ndarray | None:
+        """
+        Target-network values of the bootstrap observations (None: use the stored search values).
+
+        :param batch: the batch
+        :param observations: its bootstrap observations (``bootstrap_indices >= 0``), read when it was sampled
+            (default: read from the replay now)
+        """
         if self.value_bootstrap != "target":
             return None
         assert self.replay_buffer is not None
         values = np.zeros(batch.bootstrap_indices.shape, dtype=np.float32)
         has = batch.bootstrap_indices >= 0
         if has.any():
-            obs = self.replay_buffer.observations_at(batch.bootstrap_indices[has])
+            obs = self.replay_buffer.observations_at(batch.bootstrap_indices[has]) if observations is None else observations
             with th.no_grad():
                 _, _, value_logits = self.target_policy.initial_inference(obs_as_tensor(obs, self.device))
                 values[has] = self.policy.value_support.decode_logits(value_logits).cpu().numpy()
         return values
 
-    def _reanalyze(self, batch: MuZeroBatch) -> None:
-        """Fresh policy targets (a new search with the latest network) for the first fraction of the batch, in place."""
-        n = round(self.reanalyze_fraction * batch.indices.shape[0])
-        if n == 0:
-            return
+    def _reanalyze(self, batch: MuZeroBatch) -> int:
+        """
+        Fresh policy targets (a new search with the latest network) for the first fraction of the batch, in place and
+        in the replay.
+
+        :return: positions whose stored targets were refreshed
+        """
         assert self.replay_buffer is not None
-        mask = batch.policy_mask[:n]
-        if not mask.any():
-            return
-        positions = batch.positions[:n][mask]
+        request = reanalyze_request(batch, self.reanalyze_fraction, self.replay_buffer)
+        if request is None:
+            return 0
         self.policy.set_training_mode(False)
-        out = self.planner.search(self.replay_buffer.observations_at(positions), batch.legal[:n][mask], noise=True)
+        targets = fresh_policy_targets(self.planner, request.observations, request.legal)
         self.policy.set_training_mode(True)
-        head = batch.policies[:n]
-        head[mask] = self.planner.policy_target(out)
+        return apply_reanalyzed(batch, request, targets, self.replay_buffer)
+
+    def _reanalyze_workers_pipeline(self) -> ReanalyzePipeline:
+        """The Ray workers' pipeline of batches (built at the first gradient step of a ``learn``)."""
+        if self._reanalyze_pipeline is None:
+            assert self.replay_buffer is not None
+            options = dict(self.reanalyze_kwargs)
+            batches_ahead = options.pop("batches_ahead", 2)
+            pool = RayWorkerPool(
+                ReanalyzeWorkerFactory(self.policy, self.search_settings, self.seed),
+                self.reanalyze_workers,
+                self._actor_parameters(),
+                name="Reanalyze worker",
+                option="reanalyze_kwargs['start_timeout']",
+                **options,
+            )
+            self._reanalyze_pipeline = ReanalyzePipeline(
+                pool,
+                self.replay_buffer,
+                self.reanalyze_fraction,
+                batches_ahead,
+                keep_bootstrap_observations=self.value_bootstrap == "target",
+            )
+        return self._reanalyze_pipeline
+
+    def _close_runner(self) -> None:
+        """Stop the actors and the Reanalyze workers (``learn()`` returned, raised or was interrupted)."""
+        try:
+            super()._close_runner()
+        finally:
+            if self._reanalyze_pipeline is not None:
+                self._reanalyze_pipeline.close()
+                self._reanalyze_pipeline = None
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         """
@@ -494,10 +551,19 @@ class MuZero(ReplayAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
         logs: dict[str, list[float]] = {}
         for _ in range(gradient_steps):
-            batch = self.replay_buffer.sample(batch_size, self._rng, self.importance_exponent)
-            if self.reanalyze_fraction > 0:
-                self._reanalyze(batch)
-            value_targets = batch.value_targets(self._bootstrap_values(batch))
+            bootstrap_observations = None
+            if self.reanalyze_workers > 0:
+                prepared = self._reanalyze_workers_pipeline().next(
+                    batch_size, self._rng, self.importance_exponent, self._actor_parameters(), self._n_updates
+                )
+                batch, bootstrap_observations = prepared.batch, prepared.bootstrap_observations
+                logs.setdefault("reanalyze_policy_lag", []).append(prepared.policy_lag)
+                logs.setdefault("reanalyze_refreshed", []).append(prepared.refreshed)
+            else:
+                batch = self.replay_buffer.sample(batch_size, self._rng, self.importance_exponent)
+                if self.reanalyze_fraction > 0:
+                    logs.setdefault("reanalyze_refreshed", []).append(self._reanalyze(batch))
+            value_targets = batch.value_targets(self._bootstrap_values(batch, bootstrap_observations))
             self._warn_if_clipped("value", self.policy.value_support, value_targets[batch.value_mask])
             losses, root_values = muzero_loss(
                 self.policy, batch, value_targets, self.value_loss_coef, self.reward_loss_coef, self.policy_loss_coef
@@ -524,6 +590,8 @@ class MuZero(ReplayAlgorithm):
         for key, values in logs.items():
             self.logger.record(f"train/{key}", float(np.mean(values)))
         self.logger.record("train/replay_positions", len(self.replay_buffer))
+        if self._reanalyze_pipeline is not None:
+            self.logger.record("train/reanalyze_restarts", self._reanalyze_pipeline.pool.restarts)
 
 
 __all__ = ["BOARD_GAME_BOUNDS", "REANALYZE_PRESET", "MuZero", "paper_temperature"]

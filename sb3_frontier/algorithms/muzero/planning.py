@@ -7,6 +7,7 @@ self-play actor, Reanalyze and ``MuZero.predict`` all search through one, so tha
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,14 @@ def check_temperature(temperature: float) -> float:
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     return float(temperature)
+
+
+def cpu_copy(policy: MuZeroPolicy) -> MuZeroPolicy:
+    """A CPU copy of the network for searching in another process (no optimizer, evaluation mode)."""
+    network = copy.deepcopy(policy).to("cpu")
+    network.optimizer = None  # type: ignore[assignment]  # copies do not train
+    network.set_training_mode(False)
+    return network
 
 
 class Planner:
@@ -215,4 +224,4 @@ class Planner:
         return np.asarray(target, dtype=np.float32)
 
 
-__all__ = ["SEARCHES", "Planner", "SearchSettings", "check_temperature"]
+__all__ = ["SEARCHES", "Planner", "SearchSettings", "check_temperature", "cpu_copy"]

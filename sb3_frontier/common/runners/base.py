@@ -107,6 +107,33 @@ class Actor(ABC):
 ActorFactory = Callable[[int], Actor]
 
 
+class Worker(ABC):
+    """
+    Algorithm code that answers the learner's requests with a copy of the network, holding no episode: MuZero's
+    Reanalyze worker re-searches stored positions. A worker pool (:class:`~sb3_frontier.common.runners.RayWorkerPool`)
+    runs several and hands them the learner's parameters.
+    """
+
+    #: the network that :meth:`load` loads parameters into
+    network: th.nn.Module
+
+    def load(self, parameters: dict[str, Any]) -> None:
+        """
+        Take the learner's parameters.
+
+        :param parameters: a state dict of the network
+        """
+        self.network.load_state_dict(parameters)
+
+    @abstractmethod
+    def __call__(self, request: Any) -> Any:
+        """Answer one request (with the parameters loaded last)."""
+
+
+#: Builds worker ``i`` (picklable: a pool builds its workers in other processes).
+WorkerFactory = Callable[[int], Worker]
+
+
 class Runner(ABC):
     """Transport and lifecycle of actors; the same interface for every backend."""
 
@@ -136,4 +163,4 @@ class Runner(ABC):
         """Environment steps that one actor step takes (its number of envs)."""
 
 
-__all__ = ["Actor", "ActorFactory", "ActorStep", "Runner"]
+__all__ = ["Actor", "ActorFactory", "ActorStep", "Runner", "Worker", "WorkerFactory"]

@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner
+from sb3_frontier.common.checks import check_integer
+from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner, WorkerFactory
 from sb3_frontier.common.runners.processes import ActorError
 
 
@@ -116,6 +117,65 @@ def _to_torch(parameters: Mapping[str, Any]) -> dict[str, th.Tensor]:
     return {
         name: th.from_numpy(np.array(value)) if isinstance(value, np.ndarray) else value for name, value in parameters.items()
     }
+
+
+def _check_options(integers: Mapping[str, tuple[Any, int]], num_cpus: tuple[str, Any], start_timeout: Any) -> None:
+    """Raise ValueError for an integer option below its minimum, CPUs <= 0 or a start timeout <= 0."""
+    for name, (value, minimum) in integers.items():
+        check_integer(name, value, minimum)
+    if not num_cpus[1] > 0:
+        raise ValueError(f"{num_cpus[0]} must be > 0, got {num_cpus[1]!r}")
+    if not start_timeout > 0:
+        raise ValueError(f"start_timeout must be > 0 seconds, got {start_timeout!r}")
+
+
+class _ObjectStoreParameters:
+    """
+    The learner's latest parameters and their version, put into Ray's object store only when a reader needs them,
+    once per version.
+
+    :param parameters: the state dict of version 0
+    """
+
+    def __init__(self, parameters: Mapping[str, th.Tensor]) -> None:
+        self.parameters = dict(parameters)
+        self.version = 0
+        self._ref: Any = None
+        self._ref_version = -1
+
+    def update(self, parameters: Mapping[str, th.Tensor], version: int) -> None:
+        """New parameters (put into the object store when next read)."""
+        self.parameters = dict(parameters)
+        self.version = int(version)
+
+    def ref(self) -> Any:
+        """The object-store reference of the latest parameters."""
+        if self._ref is None or self._ref_version != self.version:
+            self._ref = import_ray().put(_to_numpy(self.parameters))
+            self._ref_version = self.version
+        return self._ref
+
+
+def _start_host(host: type, num_cpus: float, what: str, *args: Any) -> Any:
+    """Start ``host(*args)`` as a Ray actor of ``num_cpus`` CPUs (not restarted by Ray: the caller restarts it)."""
+    ray = import_ray()
+    remote = ray.remote(host).options(num_cpus=num_cpus, max_restarts=0, max_concurrency=1)
+    try:
+        return remote.remote(*args)
+    except Exception as error:  # the factory (and the VecEnv it copies) is pickled here
+        raise RuntimeError(
+            f"Could not start Ray {what}: {error}. Ray pickles the factory and what it holds (an actor's VecEnv); an "
+            "env that does not pickle cannot run on Ray (runner='processes' inherits it by fork)."
+        ) from error
+
+
+def _no_room(what: str, count: int, num_cpus: float, timeout: float, option: str) -> ActorError:
+    """The error of a Ray actor that did not answer its first request in time."""
+    cpus = import_ray().cluster_resources().get("CPU", 0.0)
+    return ActorError(
+        f"Ray {what} gave no answer within {timeout:.0f} s: the cluster may lack room for {count} of "
+        f"{num_cpus} CPU(s) each (it has {cpus:g} CPUs), or building it takes longer (raise {option})"
+    )
 
 
 class _ActorHost:
@@ -220,20 +280,15 @@ class RayRunner(Runner):
         start_timeout: float = 300.0,
         ray_init_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        for name, value, minimum in (
-            ("n_actors", n_actors, 1),
-            ("sync_every", sync_every, 1),
-            ("steps_per_request", steps_per_request, 1),
-            ("max_in_flight", max_in_flight, 1),
-            ("torch_threads", torch_threads, 1),
-            ("max_restarts", max_restarts, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if not num_cpus_per_actor > 0:
-            raise ValueError(f"num_cpus_per_actor must be > 0, got {num_cpus_per_actor!r}")
-        if not start_timeout > 0:
-            raise ValueError(f"start_timeout must be > 0 seconds, got {start_timeout!r}")
+        integers = dict(
+            n_actors=(n_actors, 1),
+            sync_every=(sync_every, 1),
+            steps_per_request=(steps_per_request, 1),
+            max_in_flight=(max_in_flight, 1),
+            torch_threads=(torch_threads, 1),
+            max_restarts=(max_restarts, 0),
+        )
+        _check_options(integers, ("num_cpus_per_actor", num_cpus_per_actor), start_timeout)
         import_ray()  # fail here, at construction, when Ray is missing
         self.factory = factory
         self.n_actors = int(n_actors)
@@ -247,11 +302,8 @@ class RayRunner(Runner):
         self.max_restarts = int(max_restarts)
         self.start_timeout = float(start_timeout)
         self.ray_init_kwargs = dict(ray_init_kwargs or {})
-        self.version = 0
         self.progress_remaining = 1.0
-        self._parameters = dict(parameters)
-        self._parameters_ref: Any = None  # the object-store copy of self._parameters (made when an actor needs it)
-        self._parameters_ref_version = -1
+        self._parameters = _ObjectStoreParameters(parameters)
         self._actors: list[Any] = []
         self._generation: list[int] = []  # how many times actor i was started (its requests carry it)
         self._in_flight: dict[Any, tuple[int, int, int, float]] = {}  # ref -> (actor, generation, number, submitted)
@@ -291,16 +343,15 @@ class RayRunner(Runner):
             self.close()
             raise
 
+    @property
+    def version(self) -> int:
+        """Version of the latest parameters handed to :meth:`sync`."""
+        return self._parameters.version
+
     def _start(self, index: int) -> None:
-        ray = import_ray()
-        remote = ray.remote(_ActorHost).options(num_cpus=self.num_cpus_per_actor, max_restarts=0, max_concurrency=1, name=None)
-        try:
-            handle = remote.remote(self.factory, index, self.sync_every, self.torch_threads)
-        except Exception as error:  # the factory (and the VecEnv it copies) is pickled here
-            raise RuntimeError(
-                f"Could not start Ray actor {index}: {error}. Ray pickles the actor factory and the VecEnv each actor "
-                "copies; an env that does not pickle cannot run on Ray (runner='processes' inherits it by fork)."
-            ) from error
+        handle = _start_host(
+            _ActorHost, self.num_cpus_per_actor, f"actor {index}", self.factory, index, self.sync_every, self.torch_threads
+        )
         self._actors[index] = handle
         self._generation[index] += 1
         self._answered[index] = False
@@ -321,8 +372,7 @@ class RayRunner(Runner):
     def sync(self, parameters: Mapping[str, th.Tensor] | None, version: int, progress_remaining: float) -> None:
         if parameters is None:
             raise ValueError("Ray actors hold their own network: sync() needs the learner's state dict")
-        self._parameters = dict(parameters)  # put into the object store when an actor next loads parameters
-        self.version = int(version)
+        self._parameters.update(parameters, version)  # put into the object store when an actor next loads them
         self.progress_remaining = float(progress_remaining)
 
     def _parameters_for(self, index: int) -> list[Any]:
@@ -330,13 +380,7 @@ class RayRunner(Runner):
         first = self._submitted[index] * self.steps_per_request  # the request's first step of the actor
         last = first + self.steps_per_request - 1
         crosses = first % self.sync_every == 0 or first // self.sync_every != last // self.sync_every
-        if not crosses:
-            return []
-        if self._parameters_ref_version != self.version or self._parameters_ref is None:
-            ray = import_ray()
-            self._parameters_ref = ray.put(_to_numpy(self._parameters))
-            self._parameters_ref_version = self.version
-        return [self._parameters_ref]
+        return [self._parameters.ref()] if crosses else []
 
     def _submit(self, index: int) -> None:
         handle = self._actors[index]
@@ -410,14 +454,10 @@ class RayRunner(Runner):
         now = time.monotonic()
         for index, generation, _, submitted in self._in_flight.values():
             if not self._answered[index] and generation == self._generation[index] and now - submitted > self.start_timeout:
-                ray = import_ray()
-                cpus = ray.cluster_resources().get("CPU", 0.0)
+                option = "runner_kwargs['start_timeout']"
+                error = _no_room(f"actor {index}", self.n_actors, self.num_cpus_per_actor, self.start_timeout, option)
                 self.close()
-                raise ActorError(
-                    f"Ray actor {index} gave no step within {self.start_timeout:.0f} s: the cluster may lack room "
-                    f"for {self.n_actors} actor(s) of {self.num_cpus_per_actor} CPU(s) (it has {cpus:g} CPUs), or "
-                    "building its envs takes longer (raise runner_kwargs['start_timeout'])"
-                )
+                raise error
 
     @property
     def env_steps_per_step(self) -> int:
@@ -430,4 +470,238 @@ class RayRunner(Runner):
         return [int(pid) for pid in ray.get([handle.pid.remote() for handle in self._actors])]
 
 
-__all__ = ["RayRunner", "ensure_ray", "import_ray", "shutdown_ray"]
+class _WorkerHost:
+    """
+    What runs inside one Ray actor of a :class:`RayWorkerPool`: a worker answering requests.
+
+    :param factory: builds the worker (pickled by Ray)
+    :param index: the worker's index
+    :param torch_threads: torch threads of the worker's process
+    """
+
+    def __init__(self, factory: WorkerFactory, index: int, torch_threads: int) -> None:
+        th.set_num_threads(torch_threads)
+        th.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+        self.worker = factory(index)
+
+    def pid(self) -> int:
+        """The worker's process id."""
+        return os.getpid()
+
+    def run(self, request: Any, parameters: list[Any]) -> Any:
+        """
+        Answer a request, first loading the parameters when they come with it.
+
+        :param parameters: ``[]`` or ``[ObjectRef]`` of newer parameters (a Ray actor runs one caller's requests in
+            the order they were submitted, so that a worker loads each version once, before the requests that follow)
+        """
+        if parameters:
+            self.worker.load(_to_torch(import_ray().get(parameters[0])))
+        return self.worker(request)
+
+
+class RayWorkerPool:
+    """
+    Workers as Ray actors answering the learner's requests with its latest parameters (MuZero's Reanalyze workers).
+
+    A request goes to the worker with the fewest pending ones, with the parameters when that worker has not loaded
+    their version yet (one ``ray.put`` per version, read from the object store). Answers are read by ticket, in any
+    order; Ray hands numpy arrays over read-only. A worker whose process dies is started again (up to
+    ``max_restarts`` in all) and its pending requests are sent again, so that no answer is lost; a worker that raises
+    raises :class:`~sb3_frontier.common.runners.ActorError` with its traceback in the learner. :meth:`close` kills every
+    worker (also when the pool is garbage collected).
+
+    :param factory: builds worker ``i`` inside its Ray actor (pickled)
+    :param n_workers: number of workers
+    :param parameters: the network's state dict at start (later ones come by :meth:`sync`)
+    :param ray_address: None (this process's Ray, or a new local instance), ``"auto"`` or ``"host:port"``
+    :param num_cpus_per_worker: CPUs Ray reserves for each worker (fractions share a CPU)
+    :param torch_threads: torch threads of each worker process
+    :param max_restarts: restarts of dead workers allowed until :meth:`close` (all workers together)
+    :param start_timeout: seconds to wait for a new worker's first answer before reporting that the cluster has no
+        room for it
+    :param ray_init_kwargs: further keyword arguments of ``ray.init`` when the pool starts or joins Ray
+    :param name: what the workers are called in errors (``"Reanalyze worker"``)
+    :param option: where the user sets the pool's options (named in errors)
+    """
+
+    def __init__(
+        self,
+        factory: WorkerFactory,
+        n_workers: int,
+        parameters: Mapping[str, th.Tensor],
+        ray_address: str | None = None,
+        num_cpus_per_worker: float = 1.0,
+        torch_threads: int = 1,
+        max_restarts: int = 10,
+        start_timeout: float = 300.0,
+        ray_init_kwargs: Mapping[str, Any] | None = None,
+        name: str = "worker",
+        option: str = "start_timeout",
+    ) -> None:
+        integers = dict(n_workers=(n_workers, 1), torch_threads=(torch_threads, 1), max_restarts=(max_restarts, 0))
+        _check_options(integers, ("num_cpus_per_worker", num_cpus_per_worker), start_timeout)
+        import_ray()
+        self.factory = factory
+        self.n_workers = int(n_workers)
+        self.ray_address = ray_address
+        self.num_cpus_per_worker = float(num_cpus_per_worker)
+        self.torch_threads = int(torch_threads)
+        self.max_restarts = int(max_restarts)
+        self.start_timeout = float(start_timeout)
+        self.ray_init_kwargs = dict(ray_init_kwargs or {})
+        self.name = name
+        self.option = option
+        self._parameters = _ObjectStoreParameters(parameters)
+        self._workers: list[Any] = []
+        self._generation: list[int] = []
+        self._loaded: list[int] = []  # the parameter version sent last to worker i's current process
+        self._answered: list[bool] = []
+        self._pending: dict[int, tuple[int, int, Any, Any, float]] = {}  # ticket -> (worker, generation, request, ref, t)
+        self._next_ticket = 0
+        #: restarts of dead workers since :meth:`start`
+        self.restarts = 0
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the workers were started and not closed."""
+        return bool(self._workers)
+
+    @property
+    def version(self) -> int:
+        """Version of the latest parameters handed to :meth:`sync`."""
+        return self._parameters.version
+
+    @property
+    def n_pending(self) -> int:
+        """Requests submitted and not yet read."""
+        return len(self._pending)
+
+    def start(self) -> None:
+        """(Re)start the workers; pending requests are forgotten."""
+        self.close()
+        ensure_ray(self.ray_address, self.ray_init_kwargs)
+        self.restarts = 0
+        self._workers = [None] * self.n_workers
+        self._generation = [0] * self.n_workers
+        self._loaded = [-1] * self.n_workers
+        self._answered = [False] * self.n_workers
+        self._finalizer = weakref.finalize(self, _kill, self._workers)
+        try:
+            for index in range(self.n_workers):
+                self._start(index)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, index: int) -> None:
+        what = f"{self.name} {index}"
+        self._workers[index] = _start_host(
+            _WorkerHost, self.num_cpus_per_worker, what, self.factory, index, self.torch_threads
+        )
+        self._generation[index] += 1
+        self._loaded[index] = -1
+        self._answered[index] = False
+
+    def close(self) -> None:
+        """Kill every worker; pending requests are forgotten. Safe to call more than once."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._workers = []
+        self._pending.clear()
+
+    def sync(self, parameters: Mapping[str, th.Tensor], version: int) -> None:
+        """
+        Parameters for the requests submitted from now on.
+
+        :param parameters: the network's state dict
+        :param version: its version (the learner's update count); a worker loads each version once
+        """
+        self._parameters.update(parameters, version)
+
+    def submit(self, request: Any) -> int:
+        """
+        Send a request to the least busy worker.
+
+        :param request: what the worker's ``__call__`` takes (pickled by Ray; numpy arrays travel without a copy)
+        :return: the ticket that :meth:`result` takes
+        """
+        if not self.running:
+            raise RuntimeError(f"The {self.name}s are not running: start() the pool first")
+        busy = [0] * self.n_workers
+        for worker, *_ in self._pending.values():
+            busy[worker] += 1
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._send(ticket, busy.index(min(busy)), request)
+        return ticket
+
+    def _send(self, ticket: int, index: int, request: Any) -> None:
+        parameters = []
+        if self._loaded[index] != self._parameters.version:
+            parameters = [self._parameters.ref()]
+            self._loaded[index] = self._parameters.version
+        ref = self._workers[index].run.remote(request, parameters)
+        self._pending[ticket] = (index, self._generation[index], request, ref, time.monotonic())
+
+    def result(self, ticket: int) -> Any:
+        """
+        The answer to a request (waiting for it), once: the ticket is then forgotten.
+
+        :param ticket: what :meth:`submit` returned
+        :return: the worker's answer
+        """
+        if ticket not in self._pending:
+            raise KeyError(f"No pending request with ticket {ticket} (each answer is read once)")
+        ray = import_ray()
+        while True:
+            index, generation, _, ref, submitted = self._pending[ticket]
+            ready, _ = ray.wait([ref], num_returns=1, timeout=1.0)
+            if not ready:
+                if not self._answered[index] and time.monotonic() - submitted > self.start_timeout:
+                    error = _no_room(
+                        f"{self.name} {index}", self.n_workers, self.num_cpus_per_worker, self.start_timeout, self.option
+                    )
+                    self.close()
+                    raise error
+                continue
+            try:
+                answer = ray.get(ref)
+            except ray.exceptions.RayActorError as error:
+                if error.actor_init_failed:
+                    self.close()
+                    raise ActorError(f"{self.name.capitalize()} {index} could not be built:\n{error}") from None
+                self._on_death(index, generation, error)
+                continue
+            except ray.exceptions.RayTaskError as error:
+                self.close()
+                raise ActorError(f"{self.name.capitalize()} {index} raised:\n{error}") from None
+            del self._pending[ticket]
+            self._answered[index] = True
+            return answer
+
+    def _on_death(self, index: int, generation: int, error: Exception) -> None:
+        """Restart a dead worker and send its pending requests again, in their order."""
+        if generation != self._generation[index]:
+            return  # already restarted
+        if self.restarts >= self.max_restarts:
+            self.close()
+            used_up = f"the pool's {self.max_restarts} restart(s) are used up"
+            raise ActorError(f"Ray {self.name} {index} died and {used_up}: {error}")
+        self.restarts += 1
+        with contextlib.suppress(Exception):
+            import_ray().kill(self._workers[index], no_restart=True)
+        self._start(index)
+        for ticket in sorted(t for t, (i, *_) in self._pending.items() if i == index):
+            self._send(ticket, index, self._pending[ticket][2])
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers (asks each worker)."""
+        ray = import_ray()
+        return [int(pid) for pid in ray.get([handle.pid.remote() for handle in self._workers])]
+
+
+__all__ = ["RayRunner", "RayWorkerPool", "ensure_ray", "import_ray", "shutdown_ray"]
