@@ -1,13 +1,17 @@
 """The Ray backend beside the local-process one: whole-loop throughput and transport cost, on this machine.
 
-    python -m benchmarks.bench_ray [--repeats 3] [--r2d2-steps 4000] [--impala-steps 12288] [--transport-steps 200]
+    python -m benchmarks.bench_ray [--repeats 3] [--r2d2-steps 4000] [--impala-steps 12288] [--muzero-steps 4000]
+                                   [--transport-steps 200]
 
 1. Environment steps/s of ``learn(N)`` from a new model, ``runner="ray"`` beside ``runner="processes"``, the same
    actor count (one actor stepping the envs while the learner trains on the other core) and settings:
    R2D2 ``CnnLstmPolicy`` on Pong (bench_r2d2's runner settings, 4 envs) and PopArt-IMPALA ``CnnPolicy`` with the
    Nature CNN on Pong (bench_popart_impala's throughput settings, 8 envs). The local Ray instance is started once
    before the timings (as a cluster would be); actor start-up is inside both sides' timings. Goal: Ray within 20%.
-2. Transport: milliseconds per actor step handed to the learner, for an actor that does nothing but hand over a
+2. MuZero Reanalyze (``REANALYZE_PRESET`` on the zoo's CartPole-v1 entry: Gumbel search at 8 simulations, 8 envs, batch
+   256, two updates per VecEnv step): learner updates/s of ``learn(N)`` with one Reanalyze worker on Ray beside
+   Reanalyze in the learner (self-play in-process on both sides), the same updates on the same samples' sizes.
+3. Transport: milliseconds per actor step handed to the learner, for an actor that does nothing but hand over a
    precomputed step the size of an R2D2 Pong step (4 stacked 84x84 frames per env, 4 envs) and of a PopArt-IMPALA
    unroll (20 steps of 8 envs of such frames), through each backend, with no learner in the way.
 """
@@ -29,9 +33,11 @@ from stable_baselines3.common.vec_env import VecEnv
 from benchmarks.bench_atari import paper_atari_env
 from benchmarks.bench_r2d2 import PONG_RUNNER, loop_rate
 from benchmarks.common import Pair, run_pairs, write_outputs
-from sb3_frontier import R2D2, PopArtIMPALA
+from sb3_frontier import R2D2, MuZero, PopArtIMPALA
+from sb3_frontier.algorithms.muzero import REANALYZE_PRESET
 from sb3_frontier.common.runners import Actor, ActorStep, ProcessRunner, RayRunner, VecEnvCopy
 from sb3_frontier.common.runners.ray_runner import ensure_ray
+from sb3_frontier.zoo import read_hyperparams
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the transport actors travel by value
 
@@ -50,6 +56,23 @@ def make_impala(runner: str) -> PopArtIMPALA:
     return PopArtIMPALA(
         "CnnPolicy", env, policy_kwargs={"torso": "nature"}, runner=runner, runner_kwargs={"n_actors": 1}, seed=0
     )
+
+
+def reanalyze_rate(steps: int, workers: int) -> Callable[[], float]:
+    """Learner updates/s of MuZero Reanalyze on CartPole with ``workers`` Ray workers (0: in the learner)."""
+
+    def measure() -> float:
+        n_envs, _, kwargs = read_hyperparams("muzero", "CartPole-v1")
+        extra = {"reanalyze_workers": workers} if workers else {}
+        env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
+        model = MuZero(env=env, seed=0, **{**kwargs, **REANALYZE_PRESET, **extra})
+        start = time.perf_counter()
+        model.learn(steps)
+        rate = model._n_updates / (time.perf_counter() - start)
+        assert model._n_updates > 0
+        return rate
+
+    return measure
 
 
 class PayloadActor(Actor):
@@ -103,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--r2d2-steps", type=int, default=4000)
     parser.add_argument("--impala-steps", type=int, default=12_288)
+    parser.add_argument("--muzero-steps", type=int, default=4000)
     parser.add_argument("--transport-steps", type=int, default=200)
     args = parser.parse_args(argv)
     th.set_num_threads(1)
@@ -126,6 +150,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "env steps/s",
                 ours_label="runner='ray' (1 actor)",
                 peer_label="runner='processes' (1 actor)",
+            ),
+            Pair(
+                f"MuZero Reanalyze, CartPole-v1 zoo entry, learn({args.muzero_steps:,})",
+                reanalyze_rate(args.muzero_steps, 1),
+                reanalyze_rate(args.muzero_steps, 0),
+                "learner updates/s",
+                ours_label="1 Reanalyze worker on Ray",
+                peer_label="Reanalyze in the learner",
             ),
         ]
         + [
@@ -155,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 + ", ".join(f"`{k}={v}`" for k, v in PONG_RUNNER.items())
                 + "; PopArt-IMPALA: its defaults with `policy_kwargs=dict(torso='nature')`. Ray: a local instance "
                 f"(started once before the timings, in {ray_start:.1f} s), parameters through its object store, "
-                "requests of 8 steps (R2D2) or one unroll (PopArt-IMPALA), 16 in flight. Transport: an actor that hands "
+                "requests of 8 steps (R2D2) or one unroll (PopArt-IMPALA), 16 in flight. MuZero Reanalyze: 80% of each "
+                "batch of 256 re-searched (~1,200 searches per update), the worker 2 batches ahead, updates/s over the "
+                "whole `learn` (the acting-only steps before `learning_starts` included). Transport: an actor that hands "
                 f"over a precomputed uint8 array, {args.transport_steps} steps after the first, no learner; the time "
                 "per step the learner receives (serialising, copying and unpickling included)."
             ),

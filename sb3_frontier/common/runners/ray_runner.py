@@ -28,6 +28,10 @@ not start; ``"auto"`` or an address joins an existing cluster (``ray start --hea
 
 Ray starts its actors afresh (they are not forked from the learner): the actor factory, and so the VecEnv it copies,
 is pickled (cloudpickle; Atari, classic-control and MinAtar VecEnvs pickle).
+
+:class:`RayWorkerPool` runs :class:`~sb3_frontier.common.runners.Worker` objects the same way: no env, no episode,
+requests answered with the learner's latest parameters (MuZero's Reanalyze workers), dead workers restarted with
+their pending requests sent again.
 """
 
 from __future__ import annotations
