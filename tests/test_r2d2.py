@@ -236,6 +236,24 @@ def test_lstm_unroll_resets_match_stepping():
     th.testing.assert_close(c, cs)
 
 
+def test_lstm_unroll_single_step_matches_the_lstm_with_its_gradient():
+    # One step (acting) takes torch.lstm_cell with the LSTM's parameters: the same values and parameter gradients.
+    th.manual_seed(0)
+    lstm = th.nn.LSTM(6, 8)
+    x = th.randn(1, 3, 6)
+    state = (th.randn(3, 8), th.randn(3, 8))
+    for resets in (None, th.tensor([[True, False, False]])):
+        out, (h, c) = lstm_unroll(lstm, x, state, resets)
+        keep = th.ones(3, 1) if resets is None else (~resets[0]).float()[:, None]
+        ref, (h_ref, c_ref) = lstm(x, ((state[0] * keep)[None], (state[1] * keep)[None]))
+        th.testing.assert_close(out, ref)
+        th.testing.assert_close((h, c), (h_ref[0], c_ref[0]))
+        grads = th.autograd.grad((out.sum() + c.sum()), list(lstm.parameters()))
+        grads_ref = th.autograd.grad((ref.sum() + c_ref.sum()), list(lstm.parameters()))
+        for grad, grad_ref in zip(grads, grads_ref, strict=True):
+            th.testing.assert_close(grad, grad_ref)
+
+
 # ------------------------------------------------------------------------------------------------------- replay
 def test_replay_stores_each_observation_once_and_keeps_uint8():
     space = spaces.Dict(

@@ -9,6 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.preprocessing import preprocess_obs
 
 from sb3_frontier.policies.popart_impala import PopArtIMPALAPolicy
+from sb3_frontier.policies.recurrent import scaled_obs
 
 
 def constant_lr(_: float) -> float:
@@ -48,3 +49,16 @@ def test_vector_observations_are_left_alone():
     policy = PopArtIMPALAPolicy(space, spaces.Discrete(2), constant_lr)
     assert not policy.channels_first_images
     assert policy.core_inputs(th.zeros(5, 4)).shape == (5, policy.torso_dim)
+
+
+def test_scaled_obs_is_sb3_preprocessing_without_touching_the_frames():
+    rng = np.random.default_rng(0)
+    image = spaces.Box(0, 255, (4, 8, 8), np.uint8)
+    frames = th.as_tensor(rng.integers(0, 256, (3, 4, 8, 8), dtype=np.uint8))
+    before = frames.clone()
+    assert th.equal(scaled_obs(frames, image, True), preprocess_obs(frames, image, normalize_images=True))
+    assert th.equal(frames, before)
+    assert th.equal(scaled_obs(frames, image, False), preprocess_obs(frames, image, normalize_images=False))
+    vector = spaces.Box(-1, 1, (3,))
+    x = th.randn(5, 3)
+    assert th.equal(scaled_obs(x, vector, True), preprocess_obs(x, vector, normalize_images=True))
