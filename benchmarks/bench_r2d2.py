@@ -196,23 +196,29 @@ def learner_section(args: argparse.Namespace) -> None:
 
 
 def runner_and_atari_sections(args: argparse.Namespace) -> None:
-    settings: tuple[tuple[str, Callable[[str], R2D2]], ...] = (
-        ("CartPoleNoVel-v1 zoo entry", make_cartpole),
-        ("ALE/Pong-v5, CnnLstmPolicy", make_pong),
-        # half the replay ratio: acting and learning take about as long as each other in-process
-        ("ALE/Pong-v5, CnnLstmPolicy, train_freq=200", functools.partial(make_pong, train_freq=200)),
+    long_steps = 2 * args.loop_steps
+    settings: tuple[tuple[str, Callable[[str], R2D2], int], ...] = (
+        ("CartPoleNoVel-v1 zoo entry", make_cartpole, args.loop_steps),
+        ("ALE/Pong-v5, CnnLstmPolicy", make_pong, args.loop_steps),
+        ("ALE/Pong-v5, CnnLstmPolicy, train_freq=200", functools.partial(make_pong, train_freq=200), args.loop_steps),
+        # acting and learning about as long as each other after learning_starts, which is 1/8 of the budget here
+        (
+            f"ALE/Pong-v5, CnnLstmPolicy, train_freq=150, learn({long_steps})",
+            functools.partial(make_pong, train_freq=150),
+            long_steps,
+        ),
     )
     loops = run_pairs(
         [
             Pair(
                 name,
-                loop_rate(make, args.loop_steps, "processes"),
-                loop_rate(make, args.loop_steps, "in-process"),
+                loop_rate(make, steps, "processes"),
+                loop_rate(make, steps, "in-process"),
                 "env steps/s",
                 ours_label="actor process",
                 peer_label="in-process",
             )
-            for name, make in settings
+            for name, make, steps in settings
         ],
         repeats=args.repeats,
         warmup=0,
@@ -222,11 +228,12 @@ def runner_and_atari_sections(args: argparse.Namespace) -> None:
         "R2D2: whole-loop environment steps/s, an actor process versus in-process",
         loops,
         notes=(
-            f"`learn({args.loop_steps})` from scratch, timed as a whole (actor start-up included). The actor process steps "
+            f"`learn({args.loop_steps})` (unless the row says otherwise) from scratch, timed as a whole (actor start-up "
+            "included). The actor process steps "
             "its own copy of the envs with a CPU copy of the network, reading the parameters every 400 of its steps, "
             "while the learner trains on the other core. Pong settings: "
             + ", ".join(f"`{k}={v}`" for k, v in PONG_RUNNER.items())
-            + " (an update every 400 env steps; the last row: every 800), 4 envs. The first "
+            + " (an update every 400 env steps; train_freq 200: every 800; 150: every 600), 4 envs. The first "
             f"{PONG_RUNNER['learning_starts']:,} steps only act, on both sides."
         ),
     )
