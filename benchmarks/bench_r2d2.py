@@ -196,15 +196,15 @@ def learner_section(args: argparse.Namespace) -> None:
 
 
 def runner_and_atari_sections(args: argparse.Namespace) -> None:
-    long_steps = 2 * args.loop_steps
+    long_steps = 4 * args.loop_steps
     settings: tuple[tuple[str, Callable[[str], R2D2], int], ...] = (
         ("CartPoleNoVel-v1 zoo entry", make_cartpole, args.loop_steps),
         ("ALE/Pong-v5, CnnLstmPolicy", make_pong, args.loop_steps),
         ("ALE/Pong-v5, CnnLstmPolicy, train_freq=200", functools.partial(make_pong, train_freq=200), args.loop_steps),
-        # acting and learning about as long as each other after learning_starts, which is 1/8 of the budget here
+        # in-process, acting and learning take about as long as each other; learning_starts is 1/16 of the budget
         (
-            f"ALE/Pong-v5, CnnLstmPolicy, train_freq=150, learn({long_steps})",
-            functools.partial(make_pong, train_freq=150),
+            f"ALE/Pong-v5, CnnLstmPolicy, train_freq=175, learn({long_steps})",
+            functools.partial(make_pong, train_freq=175),
             long_steps,
         ),
     )
@@ -233,7 +233,7 @@ def runner_and_atari_sections(args: argparse.Namespace) -> None:
             "its own copy of the envs with a CPU copy of the network, reading the parameters every 400 of its steps, "
             "while the learner trains on the other core. Pong settings: "
             + ", ".join(f"`{k}={v}`" for k, v in PONG_RUNNER.items())
-            + " (an update every 400 env steps; train_freq 200: every 800; 150: every 600), 4 envs. The first "
+            + " (an update every 400 env steps; train_freq 200: every 800; 175: every 700), 4 envs. The first "
             f"{PONG_RUNNER['learning_starts']:,} steps only act, on both sides."
         ),
     )
