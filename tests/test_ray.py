@@ -374,6 +374,22 @@ def test_each_algorithm_learns_with_two_ray_actors_like_with_actor_processes(nam
     assert shapes["ray"] == shapes["processes"]
 
 
+@pytest.mark.parametrize("runner", ["processes", "ray"])
+def test_the_learners_vec_normalize_takes_the_statistics_of_the_actors_own_envs(runner: str):
+    # The learner's VecEnv never steps: without the actors' statistics it would keep those of the start of learn
+    # (count 1e-4, mean 0), and EvalCallback / VecNormalize.save would normalise with them.
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0), norm_reward=False)
+    model = make_model("popart_impala", runner, env=env)  # 2 actors, statistics sent every unroll of 10 steps
+    model.learn(400)
+    obs_rms = env.obs_rms
+    # Each actor reports at its steps 0, 10, 20, ...: at most 10 steps of 2 envs per actor are not counted yet.
+    assert model.num_timesteps - 2 * 20 <= obs_rms.count <= model.num_timesteps + 10
+    assert np.all(obs_rms.var > 1e-3) and not np.allclose(obs_rms.mean, 0.0)
+    before = obs_rms.count
+    model.learn(200, reset_num_timesteps=False)  # new actors start from the learner's statistics and add to them
+    assert env.obs_rms.count >= before + 200 - 2 * 20
+
+
 def test_r2d2_epsilon_ladder_spans_every_ray_actor():
     model = make_model("r2d2", "ray", n_actors=3)
     epsilons = model._epsilons()

@@ -250,3 +250,33 @@ def test_actors_run_ahead_of_the_learner_up_to_max_pending(max_pending: int, ahe
         runner.close()
     # produced beforehand: read at once; not produced: 20 steps of 0.1 s each
     assert (elapsed < 1.0) == ahead, elapsed
+
+
+def test_pooled_vec_normalize_statistics_are_those_of_one_running_mean_over_every_observation():
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    from sb3_frontier.common.runners.normalization import pool_statistics
+
+    rng = np.random.default_rng(0)
+    start, *seen = (rng.normal(loc, scale, size=(n, 3)) for loc, scale, n in ((1.0, 2.0, 50), (-3.0, 0.5, 70), (4.0, 1.0, 30)))
+
+    def rms(*arrays: np.ndarray) -> RunningMeanStd:
+        out = RunningMeanStd(shape=(3,))
+        for array in arrays:
+            out.update(array)
+        return out
+
+    def stats(*arrays: np.ndarray) -> list:  # one VecNormalize: dict observations and returns
+        return [({"a": rms(*arrays), "b": rms(*[2 * x for x in arrays])}, rms(*[x[:, :1].repeat(3, 1) for x in arrays]))]
+
+    base = stats(start)
+    pooled = pool_statistics(base, [stats(start, seen[0]), stats(start, seen[1])])
+    everything = stats(start, *seen)  # one VecNormalize that saw the start and both actors' observations
+    for got, want in [(pooled[0][0]["a"], everything[0][0]["a"]), (pooled[0][0]["b"], everything[0][0]["b"]),
+                      (pooled[0][1], everything[0][1])]:  # fmt: skip
+        assert got.count == pytest.approx(want.count, rel=1e-12)
+        # float64 moments of values of order 10: the raw-moment subtraction loses a few digits, not more
+        np.testing.assert_allclose(got.mean, want.mean, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(got.var, want.var, rtol=1e-9, atol=1e-9)
+    one = pool_statistics(base, [stats(start, seen[0])])  # one actor: its own statistics
+    np.testing.assert_array_equal(one[0][1].mean, stats(start, seen[0])[0][1].mean)

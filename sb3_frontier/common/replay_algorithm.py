@@ -48,6 +48,12 @@ from sb3_frontier.common.runners import (
     Runner,
     VecEnvCopy,
 )
+from sb3_frontier.common.runners.normalization import (
+    Statistics,
+    load_normalization_statistics,
+    normalization_statistics,
+    pool_statistics,
+)
 
 SelfReplayAlgorithm = TypeVar("SelfReplayAlgorithm", bound="ReplayAlgorithm")
 
@@ -202,6 +208,9 @@ class ReplayAlgorithm(BaseAlgorithm):
         self._n_updates = 0
         self._actor_stats: dict[str, tuple[float, int]] = {}  # running (sum, count) since the last log dump
         self._last_dump_episode = 0
+        # VecNormalize statistics when the actor processes started, and each actor's latest (runners.normalization)
+        self._env_statistics_base: Statistics | None = None
+        self._actor_env_statistics: dict[int, Statistics] = {}
 
     # ------------------------------------------------------------------------------------------------ subclass hooks
     @abstractmethod
@@ -247,7 +256,8 @@ class ReplayAlgorithm(BaseAlgorithm):
 
     # ------------------------------------------------------------------------------------------------- save / load
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "replay_buffer", "runner", "_actor_stats"]
+        excluded = ["replay_buffer", "runner", "_actor_stats", "_env_statistics_base", "_actor_env_statistics"]
+        return [*super()._excluded_save_params(), *excluded]
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """
@@ -324,6 +334,10 @@ class ReplayAlgorithm(BaseAlgorithm):
                 env_reset = True
         if env_reset or not self.runner.shares_learner_network:  # actor processes start at every learn()
             self.runner.reset(self._last_obs)
+        if not self.runner.shares_learner_network:  # the actors' envs start as copies of the learner's
+            assert self.env is not None
+            self._env_statistics_base = normalization_statistics(self.env)
+            self._actor_env_statistics = {}
         self._last_dump_episode = self._episode_num
         return total_timesteps, callback
 
@@ -424,6 +438,12 @@ class ReplayAlgorithm(BaseAlgorithm):
         if step.new_obs is not None:
             self._last_obs = step.new_obs
             self._last_episode_starts = step.dones
+        if step.env_statistics is not None and self._env_statistics_base is not None:
+            # An actor's own VecNormalize: the learner's takes what all the actors have seen (for evaluation, saving)
+            assert self.env is not None
+            self._actor_env_statistics[step.actor] = step.env_statistics
+            statistics = pool_statistics(self._env_statistics_base, list(self._actor_env_statistics.values()))
+            load_normalization_statistics(self.env, statistics)
         self._store(step)
 
     def dump_logs(self) -> None:

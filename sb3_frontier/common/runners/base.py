@@ -40,6 +40,8 @@ class ActorStep:
     :param actor: index of the actor
     :param policy_version: version of the parameters that acted
     :param stats: per-step diagnostics of the actor (e.g. search statistics), averaged in the logs
+    :param env_statistics: the ``VecNormalize`` statistics of the actor's own envs, sent now and then by actors that
+        step copies of the learner's VecEnv (:mod:`~sb3_frontier.common.runners.normalization`)
     """
 
     items: list[Any]
@@ -50,6 +52,7 @@ class ActorStep:
     actor: int = 0
     policy_version: int = 0
     stats: dict[str, float] = field(default_factory=dict)
+    env_statistics: Any = None
 
     @property
     def n_env_steps(self) -> int:
@@ -70,6 +73,8 @@ class Actor(ABC):
     progress_remaining: float = 1.0
     #: the network that :meth:`sync` loads parameters into (an actor process's own copy)
     network: th.nn.Module | None = None
+    #: the VecEnv the actor steps (an actor process's own copy: its ``VecNormalize`` statistics go to the learner)
+    env: Any = None
 
     @abstractmethod
     def reset(self, observations: Any | None = None) -> None:

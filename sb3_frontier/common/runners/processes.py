@@ -49,6 +49,7 @@ from stable_baselines3.common.monitor import ResultsWriter
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner
+from sb3_frontier.common.runners.normalization import normalization_statistics
 
 
 class ActorError(RuntimeError):
@@ -196,6 +197,8 @@ def _actor_main(
                 actor.sync(state, version, progress)
             step = actor.step()
             step.actor = index
+            if steps % sync_every == 0 and actor.env is not None:
+                step.env_statistics = normalization_statistics(actor.env)
             if not outbox.put(("step", index, step)):  # waits while max_pending steps are unsent
                 break
             steps += 1

@@ -51,6 +51,7 @@ import torch as th
 
 from sb3_frontier.common.checks import check_integer
 from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner, WorkerFactory
+from sb3_frontier.common.runners.normalization import normalization_statistics
 from sb3_frontier.common.runners.processes import ActorError
 
 
@@ -224,6 +225,8 @@ class _ActorHost:
                     self.actor.sync(None, self.actor.policy_version, progress_remaining)
             step = self.actor.step()
             step.actor = self.index
+            if self.steps % self.sync_every == 0 and self.actor.env is not None:
+                step.env_statistics = normalization_statistics(self.actor.env)
             steps.append(step)
             self.steps += 1
         # Pickled here: the learner unpickles private, writable arrays (Ray hands numpy arrays over read-only, shared
