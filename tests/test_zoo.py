@@ -117,8 +117,8 @@ def test_read_hyperparams_converts_zoo_entries():
     _, _, a2c = read_hyperparams("a2c", "atari", allow=("env_wrapper", "frame_stack"))  # rl-zoo3's names in its kwargs
     assert a2c["policy_kwargs"]["optimizer_class"].__name__ == "RMSpropTFLike"
     with pytest.raises(ValueError, match="normalize"):
-        read_hyperparams("r2d2", "CartPoleNoVel-v1")
-    _, _, r2d2 = read_hyperparams("r2d2", "CartPoleNoVel-v1", allow=("normalize", "vec_env_wrapper"))
+        read_hyperparams("r2d2", "LunarLanderNoVel-v3")
+    _, _, r2d2 = read_hyperparams("r2d2", "LunarLanderNoVel-v3", allow=("normalize", "vec_env_wrapper"))
     assert r2d2["vec_env_wrapper"] == "sb3_frontier.wrappers.VecPreviousActionReward" and "norm_obs" in r2d2["normalize"]
 
 
