@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -413,6 +414,31 @@ def test_actor_processes_learn_and_leave_nothing_behind():
     model.learn(400)
     assert model._n_updates > 0 and len(model.replay_buffer) > 0
     assert not model.runner.running
+
+
+@pytest.mark.parametrize(
+    "train_freq, runner_kwargs, expected",
+    [(4, {}, 128), (300, {}, 300), (300, {"max_pending": 16}, 16), ((300, "episode"), {}, 128)],
+)
+def test_actor_processes_run_one_update_phase_ahead(train_freq: Any, runner_kwargs: dict, expected: int) -> None:
+    """An actor may run a whole train_freq ahead (or the runner's default, if more) unless runner_kwargs bound it."""
+    model = R2D2(
+        "MlpLstmPolicy", "CartPole-v1", runner="processes", runner_kwargs=runner_kwargs, **{**SMALL, "train_freq": train_freq}
+    )
+    runner = model._make_runner()
+    assert runner.max_pending == expected and not runner.running
+    assert model.runner_kwargs.get("max_pending") == runner_kwargs.get("max_pending")  # the user's options as given
+
+
+@pytest.mark.parametrize(
+    "train_freq, runner_kwargs, expected", [(4, {}, 16), (300, {}, 38), (300, {"steps_per_request": 100}, 16)]
+)
+def test_ray_actors_run_one_update_phase_ahead(train_freq: int, runner_kwargs: dict, expected: int) -> None:
+    model = R2D2(
+        "MlpLstmPolicy", "CartPole-v1", runner="ray", runner_kwargs=runner_kwargs, **{**SMALL, "train_freq": train_freq}
+    )
+    runner = model._make_runner()
+    assert runner.max_in_flight == expected  # ceil(300 / 8) = 38 requests of 8 steps
 
 
 def test_killed_actor_process_is_reported():

@@ -51,6 +51,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner
 from sb3_frontier.common.runners.normalization import normalization_statistics
 
+#: Steps an actor process may have produced and not yet handed to the learner, unless told otherwise.
+DEFAULT_MAX_PENDING = 128
+
 
 class ActorError(RuntimeError):
     """An actor raised or its process died; the message holds the actor's traceback or exit code."""
@@ -309,7 +312,7 @@ class ProcessRunner(Runner):
         parameters: Mapping[str, th.Tensor],
         n_envs: int,
         sync_every: int = 1,
-        max_pending: int = 128,
+        max_pending: int = DEFAULT_MAX_PENDING,
         start_method: str | None = None,
         torch_threads: int = 1,
         poll_interval: float = 0.1,
@@ -456,4 +459,4 @@ class ProcessRunner(Runner):
         return [p.pid for p in self._processes if p.pid is not None]
 
 
-__all__ = ["ActorError", "ProcessRunner", "SharedParameters", "VecEnvCopy"]
+__all__ = ["DEFAULT_MAX_PENDING", "ActorError", "ProcessRunner", "SharedParameters", "VecEnvCopy"]

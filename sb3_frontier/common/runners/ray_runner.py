@@ -54,6 +54,10 @@ from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner, Wo
 from sb3_frontier.common.runners.normalization import normalization_statistics
 from sb3_frontier.common.runners.processes import ActorError
 
+#: Actor steps per request, and requests queued at each actor, unless told otherwise.
+DEFAULT_STEPS_PER_REQUEST = 8
+DEFAULT_MAX_IN_FLIGHT = 16
+
 
 def import_ray() -> Any:
     """Ray, or an ImportError saying how to install it."""
@@ -278,8 +282,8 @@ class RayRunner(Runner):
         parameters: Mapping[str, th.Tensor],
         n_envs: int,
         sync_every: int = 1,
-        steps_per_request: int = 8,
-        max_in_flight: int = 16,
+        steps_per_request: int = DEFAULT_STEPS_PER_REQUEST,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         ray_address: str | None = None,
         num_cpus_per_actor: float = 1.0,
         torch_threads: int = 1,
@@ -711,4 +715,12 @@ class RayWorkerPool:
         return [int(pid) for pid in ray.get([handle.pid.remote() for handle in self._workers])]
 
 
-__all__ = ["RayRunner", "RayWorkerPool", "ensure_ray", "import_ray", "shutdown_ray"]
+__all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_STEPS_PER_REQUEST",
+    "RayRunner",
+    "RayWorkerPool",
+    "ensure_ray",
+    "import_ray",
+    "shutdown_ray",
+]
