@@ -10,6 +10,7 @@ SB3's DQN on the same env and preprocessing (``CnnPolicy``, its default training
 bookkeeping, env stepping, training's sampling, bootstrap, Reanalyze, forward, backward and optimizer).
 
     python -m benchmarks.bench_atari [--steps 2000] [--repeats 3] [--threads 1] [--device auto] [--no-profile]
+        [--gradient-threads 2 [--gradient-threads-only]]
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ class Variant:
     :param num_simulations: simulations per search
     :param runner: ``"in-process"`` (acting and learning alternate) or ``"processes"`` (an actor process acts while
         the learner trains)
+    :param gradient_threads: threads of a gradient step (MuZero's ``gradient_threads``: shards of the batch)
     """
 
     label: str
     search: str
     num_simulations: int
     runner: str = "in-process"
+    gradient_threads: int = 1
 
 
 def paper_atari_env(
@@ -90,6 +93,7 @@ def make_muzero(env: VecEnv, steps: int, device: str, variant: Variant) -> MuZer
         search=variant.search,
         buffer_size=20_000,
         runner=variant.runner,
+        gradient_threads=variant.gradient_threads,
         device=device,
         seed=0,
     )
@@ -327,8 +331,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
     parser.add_argument("--no-processes", action="store_true", help="skip the actor-process rows")
     parser.add_argument("--processes-only", action="store_true", help="only the actor-process rows (no DQN, no profile)")
+    parser.add_argument(
+        "--gradient-threads",
+        type=int,
+        default=0,
+        help="add rows of MuZero(gradient_threads=N) beside gradient_threads=1, both in-process (0: none)",
+    )
+    parser.add_argument("--gradient-threads-only", action="store_true", help="only the --gradient-threads rows")
     parser.add_argument("--name", default="bench_atari", help="results.md section / output file stem")
     args = parser.parse_args(argv)
+    if args.gradient_threads_only:
+        if args.gradient_threads < 2:
+            parser.error("--gradient-threads-only needs --gradient-threads N with N >= 2")
+        args.processes_only = args.no_processes = True
     if args.threads > 0:
         th.set_num_threads(args.threads)
     device = ("cuda" if th.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -361,6 +376,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             for variant in variants
         ]
+    if args.gradient_threads > 1:
+        pairs += [
+            Pair(
+                f"{variant.label}: gradient_threads={args.gradient_threads} vs 1, Pong-v5 learn({args.steps}), "
+                f"{args.n_envs} envs, {device}",
+                muzero_rate(args.steps, args.n_envs, device, replace(variant, gradient_threads=args.gradient_threads)),
+                muzero_rate(args.steps, args.n_envs, device, variant),
+                "env steps/s",
+                ours_label=f"MuZero, gradient_threads={args.gradient_threads}",
+                peer_label="MuZero, gradient_threads=1",
+            )
+            for variant in variants
+        ]
     results = run_pairs(pairs, repeats=args.repeats, warmup=0)
     notes = (
         f"Whole training loop, {args.steps} environment steps, learning from step {args.steps // 4}; MuZero searches "
@@ -379,6 +407,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             else "The actor-process rows run the same settings (the same gradient steps per environment step) with the "
             "self-play in one actor process that acts with parameters synced after every update phase (policy lag "
             "bounded by what its pipe holds) while the learner trains."
+        )
+        + (
+            ""
+            if args.gradient_threads < 2
+            else f" The gradient_threads rows split each gradient step's batch of 64 into {args.gradient_threads} "
+            "shards, each shard's forward and backward pass in its own thread at the torch thread count above, and sum "
+            "the shards' gradients in a fixed order (the batch's gradient up to float rounding); acting is unchanged."
         )
     )
     profiles = []

@@ -129,3 +129,61 @@ def test_train_freq_takes_sb3_forms():
     for bad, match in (((1, "hour"), "unit"), (0, "at least one"), ((1.5, "step"), "at least one"), ((1,), "train_freq")):
         with pytest.raises(ValueError, match=match):
             convert_train_freq(bad)
+
+
+def test_shard_slices_partition_the_batch():
+    from sb3_frontier.common.sharded_gradient import shard_slices
+
+    for batch_size in (1, 2, 7, 64):
+        for n in (1, 2, 3, 8):
+            slices = shard_slices(batch_size, n)
+            covered = [i for s in slices for i in range(s.start, s.stop)]
+            assert covered == list(range(batch_size)) and len(slices) == min(n, batch_size)
+            assert max(s.stop - s.start for s in slices) - min(s.stop - s.start for s in slices) <= 1
+    with pytest.raises(ValueError, match="n_shards"):
+        shard_slices(4, 0)
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_sharded_gradient_is_the_whole_batch_gradient(n_threads):
+    """float64, so that the shards' other order of summation leaves differences near 1e-16 of the gradient's scale."""
+    import threading
+
+    import torch as th
+
+    from sb3_frontier.common.sharded_gradient import ShardedGradient, shard_slices
+
+    th.manual_seed(0)
+    net = th.nn.Sequential(th.nn.Linear(5, 16), th.nn.Tanh(), th.nn.Linear(16, 3)).double()
+    unused = th.nn.Parameter(th.ones(2, dtype=th.float64))  # a parameter no loss reaches: gradient 0
+    params = [*net.parameters(), unused]
+    x, y = th.randn(11, 5, dtype=th.float64), th.randn(11, 3, dtype=th.float64)
+    threads = set()
+
+    def shard_loss(shard: slice):
+        threads.add(threading.get_ident())
+        return ((net(x[shard]) - y[shard]) ** 2).sum(1).mean(), shard.stop - shard.start
+
+    whole = ((net(x) - y) ** 2).sum(1).mean()
+    reference = th.autograd.grad(whole, net.parameters())
+    gradient = ShardedGradient(params, n_threads)
+    loss, sizes = gradient(11, shard_loss)
+    assert sizes == [s.stop - s.start for s in shard_slices(11, n_threads)]
+    assert len(threads) >= 2  # the caller's thread and at least one worker (a worker may take two shards)
+    th.testing.assert_close(loss, whole.detach(), rtol=1e-13, atol=0)
+    for p, g in zip(net.parameters(), reference, strict=True):
+        scale = g.abs().max().item()
+        th.testing.assert_close(p.grad, g, rtol=0, atol=1e-13 * scale)
+    assert th.equal(unused.grad, th.zeros(2, dtype=th.float64))
+    # A second call overwrites (does not accumulate) and a shard's error reaches the caller.
+    gradient(11, shard_loss)
+    th.testing.assert_close(params[0].grad, reference[0], rtol=0, atol=1e-13 * reference[0].abs().max().item())
+
+    def failing(shard: slice):
+        if shard.start > 0:
+            raise RuntimeError("shard failed")
+        return shard_loss(shard)
+
+    with pytest.raises(RuntimeError, match="shard failed"):
+        gradient(11, failing)
+    gradient.close()

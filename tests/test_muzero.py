@@ -646,3 +646,31 @@ def test_gumbel_search_acts_by_sequential_halving_and_stores_the_improved_policy
     np.testing.assert_array_equal(acted, [o.action[0] for o in outputs[:15]])
     visit_probs = np.stack([o.visit_probs[0] for o in outputs[:15]])
     assert not np.allclose(stored, visit_probs)  # the improved policy, not the visit distribution
+
+
+def test_gradient_threads_give_the_whole_batch_gradient_and_train():
+    """A gradient step on shards in two threads is the batch's gradient up to float32 rounding, and trains."""
+    import functools
+
+    from sb3_frontier.common.sharded_gradient import ShardedGradient
+
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = MuZero("MlpPolicy", env, seed=0, gradient_threads=2, **SMALL).learn(80)
+    assert model._n_updates > 0 and all(p.grad is not None for p in model.policy.parameters())
+    batch = model.replay_buffer.sample(16, np.random.default_rng(1))
+    targets = batch.value_targets()
+    params = list(model.policy.parameters())
+    shard_loss = functools.partial(model._shard_loss, batch, targets)
+    whole_loss, _ = ShardedGradient(params, 1)(16, shard_loss)
+    whole = [p.grad.clone() for p in params]
+    split_loss, shards = model._gradient(16, shard_loss)
+    assert [len(values) for _, values in shards] == [8, 8]
+    # float32: each gradient element sums per-sample terms in another order, an error of a few eps32 of the largest
+    # term; 1e3 * eps32 of the gradient's largest entry bounds that with room, and a wrong shard weighting (e.g.
+    # summing shard means instead of weighting them) is off by 2x.
+    eps = float(np.finfo(np.float32).eps)
+    th.testing.assert_close(split_loss, whole_loss, rtol=1e3 * eps, atol=0)
+    for p, g in zip(params, whole, strict=True):
+        th.testing.assert_close(p.grad, g, rtol=0, atol=1e3 * eps * max(g.abs().max().item(), 1e-12))
+    with pytest.raises(ValueError, match="gradient_threads"):
+        MuZero("MlpPolicy", "CartPole-v1", gradient_threads=0)

@@ -10,6 +10,7 @@ minimises the categorical value/reward and policy cross-entropies (:mod:`~sb3_fr
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from typing import Any, ClassVar, TypeVar
@@ -37,6 +38,7 @@ from sb3_frontier.algorithms.muzero.replay import MuZeroBatch, MuZeroReplayBuffe
 from sb3_frontier.common.observations import Obs, obs_batch_size
 from sb3_frontier.common.replay_algorithm import ReplayAlgorithm, check_integer
 from sb3_frontier.common.runners import ActorStep, RayWorkerPool, VecEnvCopy
+from sb3_frontier.common.sharded_gradient import ShardedGradient
 from sb3_frontier.policies.muzero import CnnPolicy, MlpPolicy, MultiInputPolicy, MuZeroPolicy
 
 SelfMuZero = TypeVar("SelfMuZero", bound="MuZero")
@@ -139,6 +141,10 @@ class MuZero(ReplayAlgorithm):
     :param reward_loss_coef: weight of the reward loss
     :param policy_loss_coef: weight of the policy loss
     :param max_grad_norm: gradient clipping norm (> 0), or None for none
+    :param gradient_threads: threads a gradient step runs on, each the forward and backward pass of its shard of the
+        batch (:class:`~sb3_frontier.common.sharded_gradient.ShardedGradient`; the shards' gradients are summed in a
+        fixed order, the batch's gradient up to float rounding). On a CPU set it to the cores the learner may use,
+        with one torch thread (``torch.set_num_threads(1)``): shards scale where torch's intra-op threads do not
     :param segment_length: sampleable positions per stored segment of a long game
     :param two_player: board-game mode: self-play of both sides, value targets are the final outcome for the
         player to move, rewards are zero and the search flips perspective every ply (needs ``gamma=1``)
@@ -205,6 +211,7 @@ class MuZero(ReplayAlgorithm):
         reward_loss_coef: float = 1.0,
         policy_loss_coef: float = 1.0,
         max_grad_norm: float | None = 5.0,
+        gradient_threads: int = 1,
         segment_length: int = 200,
         two_player: bool = False,
         runner: str = "in-process",
@@ -221,6 +228,7 @@ class MuZero(ReplayAlgorithm):
         self.td_steps = check_integer("td_steps", td_steps, 1)
         self.target_update_interval = check_integer("target_update_interval", target_update_interval, 1)
         self.segment_length = check_integer("segment_length", segment_length, 1)
+        self.gradient_threads = check_integer("gradient_threads", gradient_threads, 1)
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
         if two_player and gamma != 1.0:
@@ -333,9 +341,12 @@ class MuZero(ReplayAlgorithm):
             two_player=self.two_player,
         )
         self.planner = Planner(self.policy, self.search_settings, self._rng)
+        self._gradient: ShardedGradient[tuple[dict[str, th.Tensor], np.ndarray]] = ShardedGradient(
+            list(self.policy.parameters()), self.gradient_threads
+        )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "planner", "_warned", "_reanalyze_pipeline"]
+        return [*super()._excluded_save_params(), "planner", "_warned", "_reanalyze_pipeline", "_gradient"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "target_policy"], []
@@ -539,6 +550,20 @@ class MuZero(ReplayAlgorithm):
                 self._reanalyze_pipeline.close()
                 self._reanalyze_pipeline = None
 
+    def _shard_loss(
+        self, batch: MuZeroBatch, value_targets: np.ndarray, shard: slice
+    ) -> tuple[th.Tensor, tuple[dict[str, th.Tensor], np.ndarray]]:
+        """The loss of the unrolls ``shard`` of ``batch``, its parts (detached) and the network's root values."""
+        losses, root_values = muzero_loss(
+            self.policy,
+            batch.shard(shard),
+            value_targets[shard],
+            self.value_loss_coef,
+            self.reward_loss_coef,
+            self.policy_loss_coef,
+        )
+        return losses["loss"], ({key: value.detach() for key, value in losses.items()}, root_values)
+
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         """
         Gradient steps on sampled K-step unrolls (the paper's ``update_weights``).
@@ -565,15 +590,20 @@ class MuZero(ReplayAlgorithm):
                     logs.setdefault("reanalyze_refreshed", []).append(self._reanalyze(batch))
             value_targets = batch.value_targets(self._bootstrap_values(batch, bootstrap_observations))
             self._warn_if_clipped("value", self.policy.value_support, value_targets[batch.value_mask])
-            losses, root_values = muzero_loss(
-                self.policy, batch, value_targets, self.value_loss_coef, self.reward_loss_coef, self.policy_loss_coef
-            )
-            loss = losses["loss"]
-            if not th.isfinite(loss):
-                parts = {k: v.item() for k, v in losses.items()}
-                raise RuntimeError(f"MuZero loss is not finite: {parts} (check rewards, supports and learning rate)")
             self.policy.optimizer.zero_grad()
-            loss.backward()
+            n_samples = len(batch.indices)
+            loss, shards = self._gradient(n_samples, functools.partial(self._shard_loss, batch, value_targets))
+            # Each shard's mean loss parts, weighted by its share of the batch: the batch's means.
+            losses = {
+                key: th.stack([len(values) / n_samples * parts[key] for parts, values in shards]).sum()
+                for key in shards[0][0]
+                if key != "loss"
+            }
+            losses = {"loss": loss, **losses}
+            root_values = np.concatenate([values for _, values in shards])
+            if not th.isfinite(loss):
+                parts = {k: float(v) for k, v in losses.items()}
+                raise RuntimeError(f"MuZero loss is not finite: {parts} (check rewards, supports and learning rate)")
             if self.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()

@@ -23,6 +23,7 @@ Sampling is proportional to ``|v_search - z|^alpha`` (a sum tree: O(log N) per s
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -118,6 +119,14 @@ class MuZeroBatch:
     policy_mask: np.ndarray
     positions: np.ndarray
     legal: np.ndarray
+
+    def shard(self, index: slice) -> MuZeroBatch:
+        """The unrolls ``index`` (a slice of the batch; views, no copies)."""
+        changes = {
+            field.name: getattr(self, field.name)[index] for field in dataclasses.fields(self) if field.name != "observations"
+        }
+        changes["observations"] = obs_take(self.observations, index)
+        return dataclasses.replace(self, **changes)
 
     def value_targets(self, bootstrap_values: np.ndarray | None = None) -> np.ndarray:
         """
