@@ -524,3 +524,39 @@ def test_tensorboard_and_progress_bar(tmp_path):
     model = R2D2("MlpLstmPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), **SMALL)
     model.learn(64, progress_bar=True, log_interval=1)
     assert list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_gradient_threads_give_the_whole_batch_gradient_errors_and_diagnostics():
+    """An update on shards of the sequences in threads: the batch's gradient up to float32 rounding, the same TD
+    errors (so the same priorities) and diagnostics; then it trains."""
+    import functools
+
+    from sb3_frontier.common.sharded_gradient import ShardedGradient
+
+    model = filled_model(gradient_threads=3, diagnostics_interval=1)
+    batch = model.replay_buffer.sample(8, np.random.default_rng(0))
+    params = list(model.policy.parameters())
+    shard_loss = functools.partial(model._shard_loss, batch)
+    whole_loss, ((whole_delta, whole_diagnostics, _),) = ShardedGradient(params, 1)(8, shard_loss)
+    whole = [p.grad.clone() for p in params]
+    split_loss, shards = model._gradient(8, shard_loss)
+    assert [delta.shape[1] for delta, _, _ in shards] == [3, 3, 2]
+    # float32: 1e3 eps32 of the largest gradient entry bounds another order of summation with room; weighting the
+    # shards wrongly (e.g. equal weights for 3, 3 and 2 sequences) is off by far more.
+    eps = float(np.finfo(np.float32).eps)
+    th.testing.assert_close(split_loss, whole_loss, rtol=1e3 * eps, atol=0)
+    for p, g in zip(params, whole, strict=True):
+        th.testing.assert_close(p.grad, g, rtol=0, atol=1e3 * eps * max(g.abs().max().item(), 1e-12))
+    split_delta = np.concatenate([d for d, _, _ in shards], axis=1)
+    np.testing.assert_allclose(split_delta, whole_delta, rtol=0, atol=1e2 * eps * max(np.abs(whole_delta).max(), 1.0))
+    from sb3_frontier.algorithms.r2d2.r2d2 import _combine_diagnostics
+
+    combined = _combine_diagnostics(shards)
+    assert set(combined) == set(whole_diagnostics) >= {"q_mean", "delta_q_first", "delta_q_last"}
+    for key, value in whole_diagnostics.items():
+        assert combined[key] == pytest.approx(value, rel=1e-5, abs=1e-6)
+    model.learning_starts = 0
+    model.learn(40, reset_num_timesteps=False)
+    assert model._n_updates > 0
+    with pytest.raises(ValueError, match="gradient_threads"):
+        R2D2("MlpLstmPolicy", mixed_env(), gradient_threads=0)

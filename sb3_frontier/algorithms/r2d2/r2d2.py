@@ -11,6 +11,7 @@ the maximum and the mean absolute TD error.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from typing import Any, ClassVar, TypeVar
@@ -29,6 +30,7 @@ from sb3_frontier.algorithms.r2d2.replay import SequenceBatch, SequenceReplay
 from sb3_frontier.algorithms.r2d2.targets import sequence_priorities, window_bootstrap
 from sb3_frontier.common.replay_algorithm import ReplayAlgorithm, check_integer
 from sb3_frontier.common.runners import ActorStep, VecEnvCopy
+from sb3_frontier.common.sharded_gradient import ShardedGradient
 from sb3_frontier.policies.r2d2 import CnnPolicy, MlpPolicy, MultiInputPolicy, R2D2Policy
 from sb3_frontier.wrappers.previous_action_reward import (
     OBSERVATION,
@@ -40,6 +42,19 @@ from sb3_frontier.wrappers.previous_action_reward import (
 from sb3_frontier.wrappers.value_transforms import ValueRescaling
 
 SelfR2D2 = TypeVar("SelfR2D2", bound="R2D2")
+
+
+def _combine_diagnostics(shards: list[tuple[np.ndarray, dict[str, float], float]]) -> dict[str, float]:
+    """The batch's diagnostics from its shards': ``q_mean`` (a mean over real steps) weighted by the shards' real
+    steps, the per-sequence means (ΔQ) by their sequences."""
+    sizes = np.array([delta.shape[1] for delta, _, _ in shards], dtype=np.float64)
+    steps = np.array([n for _, _, n in shards], dtype=np.float64)
+    combined = {}
+    for key in shards[0][1]:
+        weights = steps if key == "q_mean" else sizes
+        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(shards), 1.0 / len(shards))
+        combined[key] = float(sum(w * diagnostics[key] for w, (_, diagnostics, _) in zip(weights, shards, strict=True)))
+    return combined
 
 
 class R2D2(ReplayAlgorithm):
@@ -86,6 +101,9 @@ class R2D2(ReplayAlgorithm):
         ``n_actors * n_envs`` floats
     :param eval_epsilon: the epsilon of ``predict(..., deterministic=False)``
     :param max_grad_norm: gradient clipping norm, or None (the paper does not clip)
+    :param gradient_threads: threads an update runs on, each the forward and backward pass of its shard of the
+        sequences (:class:`~sb3_frontier.common.sharded_gradient.ShardedGradient`: the batch's gradient up to float
+        rounding); on a CPU, the cores the learner may use, with one torch thread
     :param runner: ``"in-process"``, ``"processes"`` (actor processes) or ``"ray"`` (Ray actors, on this machine or a
         cluster); actors read the parameters every ``sync_every=400`` of their steps unless ``runner_kwargs`` says
         otherwise, and the epsilon ladder spans every env of every actor
@@ -139,6 +157,7 @@ class R2D2(ReplayAlgorithm):
         exploration: str | float | list[float] = "ladder",
         eval_epsilon: float = 0.01,
         max_grad_norm: float | None = None,
+        gradient_threads: int = 1,
         runner: str = "in-process",
         runner_kwargs: dict[str, Any] | None = None,
         diagnostics_interval: int = 10,
@@ -176,6 +195,7 @@ class R2D2(ReplayAlgorithm):
             raise ValueError(f"initial_priority must be 'actor' or 'max', got {initial_priority!r}")
         if not 0.0 <= eval_epsilon <= 1.0:
             raise ValueError(f"eval_epsilon must lie in [0, 1], got {eval_epsilon}")
+        self.gradient_threads = check_integer("gradient_threads", gradient_threads, 1)
         if max_grad_norm is not None and not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
             raise ValueError(f"max_grad_norm must be a positive number or None, got {max_grad_norm}")
         if isinstance(exploration, str) and exploration != "ladder":
@@ -252,9 +272,12 @@ class R2D2(ReplayAlgorithm):
             stride=self.sequence_length - self.overlap,
             priority_exponent=self.priority_exponent,
         )
+        self._gradient: ShardedGradient[tuple[np.ndarray, dict[str, float], float]] = ShardedGradient(
+            list(self.policy.parameters()), self.gradient_threads
+        )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "rescaling"]
+        return [*super()._excluded_save_params(), "rescaling", "_gradient"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "target_policy"], []
@@ -485,6 +508,12 @@ class R2D2(ReplayAlgorithm):
             out[f"delta_q_{name}"] = float(((stored - burned).norm(dim=1) / scale).mean())
         return out
 
+    def _shard_loss(self, batch: SequenceBatch, shard: slice) -> tuple[th.Tensor, tuple[np.ndarray, dict[str, float], float]]:
+        """The loss of the sequences ``shard`` of ``batch``, their TD errors, diagnostics and real training steps."""
+        part = batch.shard(shard)
+        loss, delta, diagnostics = self.sequence_loss(part)
+        return loss, (delta, diagnostics, float(part.mask[self.burn_in :].sum()))
+
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         """
         Updates on sampled sequences.
@@ -499,13 +528,14 @@ class R2D2(ReplayAlgorithm):
         logs: dict[str, list[float]] = {}
         for _ in range(gradient_steps):
             batch = self.replay_buffer.sample(batch_size, self._rng, self.importance_exponent)
-            loss, delta, diagnostics = self.sequence_loss(batch)
+            self.policy.optimizer.zero_grad()
+            loss, shards = self._gradient(len(batch.indices), functools.partial(self._shard_loss, batch))
+            delta = np.concatenate([shard_delta for shard_delta, _, _ in shards], axis=1)
+            diagnostics = _combine_diagnostics(shards)
             if not th.isfinite(loss):
                 raise RuntimeError(
                     f"R2D2's loss is not finite ({loss.item()}): check the rewards, the learning rate and value_rescaling_eps"
                 )
-            self.policy.optimizer.zero_grad()
-            loss.backward()
             if self.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()

@@ -76,6 +76,23 @@ class SequenceBatch:
     window_state: tuple[np.ndarray, np.ndarray]
     start_step: np.ndarray
 
+    def shard(self, index: slice) -> SequenceBatch:
+        """The sequences ``index`` (a slice of the batch axis; views, no copies)."""
+        return SequenceBatch(
+            indices=self.indices[index],
+            weights=self.weights[index],
+            observations=obs_map(lambda value: value[:, index], self.observations),
+            actions=self.actions[:, index],
+            rewards=self.rewards[:, index],
+            terminated=self.terminated[:, index],
+            truncated=self.truncated[:, index],
+            life_loss=self.life_loss[:, index],
+            mask=self.mask[:, index],
+            state=(self.state[0][index], self.state[1][index]),
+            window_state=(self.window_state[0][index], self.window_state[1][index]),
+            start_step=self.start_step[index],
+        )
+
     def resets(self) -> np.ndarray:
         """``[T + 1, B]`` bool: the slots where an episode starts (the recurrent state is zeroed there)."""
         slots = np.arange(self.actions.shape[0] + 1)[:, None]
