@@ -187,3 +187,25 @@ def test_sharded_gradient_is_the_whole_batch_gradient(n_threads):
     with pytest.raises(RuntimeError, match="shard failed"):
         gradient(11, failing)
     gradient.close()
+
+
+def test_sharded_gradient_warns_once_when_it_oversubscribes_the_cores():
+    import os
+    import warnings
+
+    import torch as th
+
+    from sb3_frontier.common.sharded_gradient import ShardedGradient
+
+    weight = th.nn.Parameter(th.ones(3))
+    x = th.randn(64, 3)
+    n_threads = (os.cpu_count() or 1) + 1  # more shards than cores, whatever torch's thread count
+    gradient = ShardedGradient([weight], n_threads)
+    with pytest.warns(UserWarning, match="oversubscribe"):
+        gradient(64, lambda shard: ((x[shard] * weight).sum(1).mean(), None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gradient(64, lambda shard: ((x[shard] * weight).sum(1).mean(), None))
+    # float32 sums of 64 terms in another order: within 64 eps32 of the largest term
+    th.testing.assert_close(weight.grad, x.mean(0), rtol=0, atol=64 * th.finfo(th.float32).eps * x.abs().max().item())
+    gradient.close()

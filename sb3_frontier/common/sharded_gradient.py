@@ -12,6 +12,8 @@ each shard's statistics instead of the batch's.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -57,6 +59,7 @@ class ShardedGradient(Generic[T]):
         self.n_threads = n_threads
         self._pool: ThreadPoolExecutor | None = None
         self._torch_threads = 1
+        self._warned = False
 
     def _shard_gradient(
         self, shard_loss: Callable[[slice], tuple[th.Tensor, T]], shard: slice, batch_size: int
@@ -87,6 +90,14 @@ class ShardedGradient(Generic[T]):
                     p.grad = th.zeros_like(p)
             return loss.detach(), [extra]
         self._torch_threads = th.get_num_threads()
+        cores = os.cpu_count() or 1
+        if not self._warned and len(slices) * self._torch_threads > cores:
+            self._warned = True
+            warnings.warn(
+                f"{len(slices)} gradient threads at {self._torch_threads} torch threads each oversubscribe the "
+                f"{cores} cores: call torch.set_num_threads(1) (or lower the gradient threads)",
+                stacklevel=3,
+            )
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=len(slices) - 1, thread_name_prefix="sharded-gradient")
         futures = [self._pool.submit(self._shard_gradient, shard_loss, s, batch_size) for s in slices[1:]]
