@@ -1,7 +1,7 @@
 """Tasks that need memory: R2D2 beside sb3-contrib's RecurrentPPO and a memoryless value learner, side by side.
 
     python -m benchmarks.bench_memory [--task cartpole-novel | cue-memory] [--seeds 3] [--algos r2d2 recurrentppo qrdqn]
-        [--jobs 2]
+        [--jobs 2] [--r2d2-kwargs JSON] [--r2d2-budget N]
 
 - ``cartpole-novel``: CartPoleNoVel-v1 (rl-zoo3's CartPole without the velocities: memory needed). Headline:
   environment steps and training seconds until the deterministic evaluation mean (10 episodes) reaches 475 **and
@@ -18,6 +18,11 @@ Every run trains for its whole budget (its zoo entry's ``n_timesteps``: R2D2's i
 100,000 in ppo_lstm.yml, QR-DQN's and DQN's 50,000 for CartPole-v1) and is evaluated every ``--eval-every`` steps;
 evaluation time is excluded from the training wall-clock. One torch thread per run; ``--jobs 2`` runs two at a time
 (one per core).
+
+A variant of R2D2's entry (tuning): ``--r2d2-kwargs '{"burn_in": 20}'`` overrides entries of the zoo entry (a
+``policy_kwargs`` dict key by key), ``--r2d2-budget 40000`` its budget (the learning-rate schedule then spans the
+shorter budget). A variant is reported on stdout and in ``benchmarks/out/memory_<task>_variant.json``; it does not
+replace the headline in results.md.
 """
 
 from __future__ import annotations
@@ -51,11 +56,27 @@ TASKS: dict[str, dict[str, Any]] = {
 OURS = ("r2d2",)
 
 
-def build(task: str, algo: str, seed: int) -> tuple[Any, Any, int]:
-    """The model, its evaluation env and its budget."""
+def r2d2_variant(kwargs: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """R2D2's zoo keyword arguments with ``overrides`` applied (``policy_kwargs`` merged key by key)."""
+    if not overrides:
+        return kwargs
+    overrides = dict(overrides)
+    merged = {**kwargs}
+    if "policy_kwargs" in overrides:
+        merged["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **overrides.pop("policy_kwargs")}
+    merged.update(overrides)
+    return merged
+
+
+def build(
+    task: str, algo: str, seed: int, r2d2_kwargs: dict[str, Any] | None = None, r2d2_budget: int | None = None
+) -> tuple[Any, Any, int]:
+    """The model, its evaluation env and its budget (R2D2's zoo entry changed by ``r2d2_kwargs``/``r2d2_budget``)."""
     env_id = TASKS[task]["env"]
     if algo == "r2d2":
         n_envs, budget, kwargs = read_hyperparams("r2d2", env_id, allow=("normalize", "vec_env_wrapper"))
+        kwargs = r2d2_variant(kwargs, r2d2_kwargs)
+        budget = r2d2_budget or budget
         kwargs.pop("vec_env_wrapper", None)  # VecPreviousActionReward, added below
         normalize = kwargs.pop("normalize", None)
         # The zoo's order: the previous action and reward are added first, then VecNormalize (when the entry asks).
@@ -82,9 +103,16 @@ def build(task: str, algo: str, seed: int) -> tuple[Any, Any, int]:
     return cls(env=env, seed=seed, **kwargs), eval_env, budget
 
 
-def run_one(task: str, algo: str, seed: int, eval_every: int) -> dict[str, Any]:
+def run_one(
+    task: str,
+    algo: str,
+    seed: int,
+    eval_every: int,
+    r2d2_kwargs: dict[str, Any] | None = None,
+    r2d2_budget: int | None = None,
+) -> dict[str, Any]:
     th.set_num_threads(1)
-    model, eval_env, budget = build(task, algo, seed)
+    model, eval_env, budget = build(task, algo, seed, r2d2_kwargs, r2d2_budget)
     curve = EvaluationCurve(eval_env, eval_every, TASKS[task]["episodes"])
     model.learn(budget, callback=curve.make())
     summary = curve.summary(TASKS[task]["threshold"])
@@ -96,12 +124,16 @@ def run_one(task: str, algo: str, seed: int, eval_every: int) -> dict[str, Any]:
     return {"algo": algo, "seed": seed, "budget": budget, **summary}
 
 
-def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
+def _task(args: tuple[Any, ...]) -> dict[str, Any]:
     return run_one(*args)
 
 
-def report(task: str) -> str:
-    data = json.loads((OUT_DIR / f"memory_{task}.json").read_text())
+def _json_name(task: str, variant: bool) -> str:
+    return f"memory_{task}_variant.json" if variant else f"memory_{task}.json"
+
+
+def report(task: str, variant: bool = False) -> str:
+    data = json.loads((OUT_DIR / _json_name(task, variant)).read_text())
     runs, info, spec = data["runs"], data["environment"], TASKS[task]
     algos = list(dict.fromkeys(r["algo"] for r in runs))
     lines = [
@@ -142,7 +174,7 @@ def report(task: str) -> str:
     section = (
         f"## Memory: {spec['env']}, reached {spec['threshold']:g} and stayed there\n\n"
         f"Command: `{data['command']}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch "
-        f"thread per run, {data['jobs']} run(s) at a time. Raw curves: `benchmarks/out/memory_{task}.json`.\n\n"
+        f"thread per run, {data['jobs']} run(s) at a time. Raw curves: `benchmarks/out/{_json_name(task, variant)}`.\n\n"
         + "\n".join(lines)
         + "\n\n"
         + "\n".join(per_seed)
@@ -152,7 +184,8 @@ def report(task: str) -> str:
         "the end; headline: the first evaluation at or above the threshold after which every later one stays there "
         "(BENCHMARKS.md). Configurations: see the module docstring of `benchmarks/bench_memory.py`."
     )
-    update_results_section(f"bench_memory_{task}", section)
+    if not variant:
+        update_results_section(f"bench_memory_{task}", section)
     return section
 
 
@@ -166,9 +199,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--r2d2-kwargs", type=json.loads, default=None, help="JSON dict overriding R2D2's zoo entry")
+    parser.add_argument("--r2d2-budget", type=int, default=None, help="R2D2's budget instead of its zoo entry's")
     args = parser.parse_args(argv)
+    variant = bool(args.r2d2_kwargs) or args.r2d2_budget is not None
     if not args.report_only:
-        tasks = [(args.task, algo, seed, args.eval_every) for seed in range(args.seeds) for algo in args.algos]
+        tasks = [
+            (args.task, algo, seed, args.eval_every, args.r2d2_kwargs, args.r2d2_budget)
+            for seed in range(args.seeds)
+            for algo in args.algos
+        ]
         if args.jobs > 1:
             with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as pool:
                 runs = list(pool.map(_task, tasks))
@@ -182,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "jobs": args.jobs,
             "runs": runs,
         }
-        (OUT_DIR / f"memory_{args.task}.json").write_text(json.dumps(payload, indent=2))
-    print(report(args.task))
+        (OUT_DIR / _json_name(args.task, variant)).write_text(json.dumps(payload, indent=2))
+    print(report(args.task, variant))
 
 
 if __name__ == "__main__":

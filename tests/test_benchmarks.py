@@ -100,3 +100,30 @@ def test_evaluation_curve_summary_reads_its_curve() -> None:
     summary = curve.summary(475)
     assert (summary["stayed_steps"], summary["stayed_seconds"], summary["first_steps"]) == (4, 4.0, 2)
     assert (summary["final"], summary["train_seconds"]) == (500.0, 5.5) and summary["curve"] is curve.curve
+
+
+def test_memory_benchmark_variant_overrides_r2d2_and_keeps_the_headline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--r2d2-kwargs``/``--r2d2-budget`` change R2D2's zoo entry (policy_kwargs key by key) and its budget; the
+    variant goes to its own JSON and leaves the headline section of results.md alone."""
+    bench_memory = importlib.import_module("benchmarks.bench_memory")
+    model, _, budget = bench_memory.build(
+        "cartpole-novel", "r2d2", 0, {"burn_in": 4, "policy_kwargs": {"lstm_hidden_size": 32}}, 20_000
+    )
+    assert (model.burn_in, budget) == (4, 20_000)
+    assert model.policy.lstm.hidden_size == 32 and model.policy.optimizer.defaults["eps"] == 1e-5  # the entry's eps kept
+    plain, _, plain_budget = bench_memory.build("cartpole-novel", "r2d2", 0)
+    assert (plain.burn_in, plain.policy.lstm.hidden_size, plain_budget) == (10, 64, 50_000)
+
+    monkeypatch.setattr(bench_memory, "OUT_DIR", tmp_path)
+
+    def no_update(*args: object) -> None:
+        raise AssertionError("a variant must not replace the headline")
+
+    monkeypatch.setattr(bench_memory, "update_results_section", no_update)
+    args = ["--seeds", "1", "--algos", "r2d2", "--eval-every", "200", "--r2d2-budget", "400"]
+    bench_memory.main([*args, "--r2d2-kwargs", '{"learning_starts": 200, "buffer_size": 1000}'])
+    assert (tmp_path / "memory_cartpole-novel_variant.json").exists()
+    assert not (tmp_path / "memory_cartpole-novel.json").exists()
+    assert "| r2d2 | 0/1 |" in capsys.readouterr().out
