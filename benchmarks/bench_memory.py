@@ -57,10 +57,13 @@ OURS = ("r2d2",)
 
 
 def r2d2_variant(kwargs: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """R2D2's zoo keyword arguments with ``overrides`` applied (``policy_kwargs`` merged key by key)."""
+    """R2D2's zoo keyword arguments with ``overrides`` applied (``policy_kwargs`` merged key by key, schedules such as
+    ``"lin_2e-3"`` converted as in the zoo)."""
     if not overrides:
         return kwargs
-    overrides = dict(overrides)
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    overrides = ExperimentManager._preprocess_schedules(dict(overrides))
     merged = {**kwargs}
     if "policy_kwargs" in overrides:
         merged["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **overrides.pop("policy_kwargs")}
