@@ -79,7 +79,7 @@ def build(
     if algo == "r2d2":
         n_envs, budget, kwargs = read_hyperparams("r2d2", env_id, allow=("normalize", "vec_env_wrapper"))
         kwargs = r2d2_variant(kwargs, r2d2_kwargs)
-        budget = r2d2_budget or budget
+        budget = budget if r2d2_budget is None else r2d2_budget
         kwargs.pop("vec_env_wrapper", None)  # VecPreviousActionReward, added below
         normalize = kwargs.pop("normalize", None)
         # The zoo's order: the previous action and reward are added first, then VecNormalize (when the entry asks).
