@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import statistics
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -43,7 +42,16 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
-from benchmarks.common import OUT_DIR, EvaluationCurve, command_line, environment_info, median_range, update_results_section
+from benchmarks.common import (
+    OUT_DIR,
+    STAYED_MEDIAN_NOTE,
+    EvaluationCurve,
+    command_line,
+    environment_info,
+    median_range,
+    stayed_cells,
+    update_results_section,
+)
 from sb3_frontier import R2D2
 from sb3_frontier.wrappers import VecPreviousActionReward
 from sb3_frontier.zoo import read_hyperparams
@@ -148,13 +156,9 @@ def report(task: str, variant: bool = False) -> str:
     for algo in algos:
         mine = [r for r in runs if r["algo"] == algo]
         stayed = [r for r in mine if r["stayed_steps"] is not None]
-        if len(stayed) == len(mine):
-            steps = [r["stayed_steps"] for r in mine]
-            secs = [r["stayed_seconds"] for r in mine]
-            medians[algo] = (statistics.median(steps), statistics.median(secs))
-            cells = f"{median_range(steps, ',.0f')} | {median_range(secs, '.0f')}"
-        else:
-            cells = "not on every seed | not on every seed"
+        cells, stayed_medians = stayed_cells(mine)
+        if stayed_medians is not None:
+            medians[algo] = stayed_medians
         finals = median_range([r["final"] for r in mine], ".2f")
         train = median_range([r["train_seconds"] for r in mine], ".0f")
         lines.append(f"| {algo} | {len(stayed)}/{len(mine)} | {cells} | {finals} | {train} | {mine[0]['budget']:,} |")
@@ -185,7 +189,8 @@ def report(task: str, variant: bool = False) -> str:
         + ("Ratios of medians (lower is better): " + "; ".join(ratios) + ".\n\n" if ratios else "")
         + f"Deterministic evaluation every {data['eval_every']:,} environment steps ({spec['episodes']} episodes) and at "
         "the end; headline: the first evaluation at or above the threshold after which every later one stays there "
-        "(BENCHMARKS.md). Configurations: see the module docstring of `benchmarks/bench_memory.py`."
+        f"(BENCHMARKS.md). {STAYED_MEDIAN_NOTE} Configurations: see the module docstring of "
+        "`benchmarks/bench_memory.py`."
     )
     if not variant:
         update_results_section(f"bench_memory_{task}", section)

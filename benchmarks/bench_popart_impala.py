@@ -51,11 +51,13 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from benchmarks.bench_atari import paper_atari_env
 from benchmarks.common import (
     OUT_DIR,
+    STAYED_MEDIAN_NOTE,
     EvaluationCurve,
     PairResult,
     command_line,
     environment_info,
     median_range,
+    stayed_cells,
     update_results_section,
     write_outputs,
 )
@@ -194,12 +196,9 @@ def cartpole_report(runs: list[dict[str, Any]], info: dict[str, Any], data: dict
     for algo in dict.fromkeys(r["algo"] for r in unscaled):
         mine = [r for r in unscaled if r["algo"] == algo]
         stayed = [r for r in mine if r["stayed_steps"] is not None]
-        if len(stayed) == len(mine):
-            steps, secs = [r["stayed_steps"] for r in mine], [r["stayed_seconds"] for r in mine]
-            medians[algo] = (statistics.median(steps), statistics.median(secs))
-            cells = f"{median_range(steps, ',.0f')} | {median_range(secs, '.0f')}"
-        else:
-            cells = "not on every seed | not on every seed"
+        cells, stayed_medians = stayed_cells(mine)
+        if stayed_medians is not None:
+            medians[algo] = stayed_medians
         firsts = [r["first_steps"] for r in mine if r["first_steps"] is not None]
         first = f"{statistics.median(firsts):,.0f} ({len(firsts)}/{len(mine)})" if firsts else "never"
         lines.append(
@@ -215,8 +214,8 @@ def cartpole_report(runs: list[dict[str, Any]], info: dict[str, Any], data: dict
         "## PopArt-IMPALA on CartPole-v1 beside PPO: reached 475 and stayed\n\n"
         f"The reward-scale-1 runs of `{data['command']}` ({info['date']}; see the section above for the settings).\n\n"
         + "\n".join(lines)
-        + "\n\n"
-        + ("Ratios of medians (lower is better): " + "; ".join(ratios) + "." if ratios else "")
+        + f"\n\n{STAYED_MEDIAN_NOTE}"
+        + (" Ratios of medians (lower is better): " + "; ".join(ratios) + "." if ratios else "")
     )
     update_results_section("bench_popart_impala_cartpole", section)
     return section

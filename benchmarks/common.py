@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import platform
 import re
 import shlex
@@ -282,6 +283,56 @@ def write_outputs(
 def median_range(values: Sequence[float], fmt: str) -> str:
     """``"median (min-max)"`` of ``values``, each formatted with ``fmt``."""
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def stayed_median(values: Sequence[float | None]) -> float | None:
+    """
+    Median over seeds where ``None`` is a seed that did not reach (and stay) within the budget: such a seed counts as
+    beyond every reached value (a censored sample), so the median exists while more than half the seeds reached.
+
+    :param values: one value per seed, None for a seed that never reached
+    :return: the median, or None if half the seeds or more never reached
+    """
+    reached = [v for v in values if v is not None]
+    if len(reached) <= len(values) // 2:
+        return None
+    return statistics.median([*reached, *[math.inf] * (len(values) - len(reached))])
+
+
+def stayed_median_range(values: Sequence[float | None], fmt: str) -> str | None:
+    """
+    :func:`stayed_median` as ``"median (min-max)"``, the range ending in ``never`` when some seed never reached.
+
+    :param values: one value per seed, None for a seed that never reached
+    :param fmt: format of each number
+    :return: the cell, or None where the median does not exist
+    """
+    median = stayed_median(values)
+    if median is None:
+        return None
+    reached = [v for v in values if v is not None]
+    top = format(max(reached), fmt) if len(reached) == len(values) else "never"
+    return f"{format(median, fmt)} ({format(min(reached), fmt)}-{top})"
+
+
+STAYED_MEDIAN_NOTE = (
+    "A seed that never stayed counts as beyond the budget: the median exists while more than half the seeds stayed, "
+    "and its range then ends in never."
+)
+
+
+def stayed_cells(runs: Sequence[dict[str, Any]]) -> tuple[str, tuple[float, float] | None]:
+    """
+    The table cells ``"env steps | training s"`` of the reached-and-stayed headline over one algorithm's seeds
+    (:func:`stayed_median_range`), and the two medians (None where they do not exist).
+
+    :param runs: one dict per seed with ``stayed_steps`` and ``stayed_seconds`` (None: never stayed)
+    """
+    steps, secs = [r["stayed_steps"] for r in runs], [r["stayed_seconds"] for r in runs]
+    steps_median, secs_median = stayed_median(steps), stayed_median(secs)
+    if steps_median is None or secs_median is None:
+        return "not on most seeds | not on most seeds", None
+    return f"{stayed_median_range(steps, ',.0f')} | {stayed_median_range(secs, '.0f')}", (steps_median, secs_median)
 
 
 def reached_and_stayed(curve: Sequence[tuple[int, float, float]], threshold: float) -> tuple[int, float] | None:

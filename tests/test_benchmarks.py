@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +78,23 @@ def test_reached_and_stayed_is_the_crossing_that_lasts() -> None:
     assert common.reached_and_stayed(curve, 475) == (4, 4.0)
     assert common.reached_and_stayed([*curve, (6, 6.0, 474.0)], 475) is None  # lost at the end: not reached
     assert common.reached_and_stayed([], 475) is None and common.first_crossing([], 475) is None
+
+
+def test_stayed_median_counts_a_seed_that_never_stayed_as_beyond_the_budget() -> None:
+    rng = np.random.default_rng(0)
+    never = 1e18  # brute force: a seed that never stayed is a number beyond every budget
+    for _ in range(300):
+        n = int(rng.integers(1, 8))
+        values = [None if rng.random() < 0.4 else float(rng.integers(1, 100)) * 1000 for _ in range(n)]
+        brute = statistics.median([never if v is None else v for v in values])
+        got = common.stayed_median(values)
+        if brute < never / 2:
+            assert got == brute
+        else:
+            assert got is None and common.stayed_median_range(values, ",.0f") is None
+    assert common.stayed_median_range([37000.0, None, 49000.0, 38000.0, 37000.0], ",.0f") == "38,000 (37,000-never)"
+    assert common.stayed_median_range([3.0, 1.0, 2.0], ".0f") == "2 (1-3)"
+    assert common.stayed_median_range([3.0, None, None], ".0f") is None
 
 
 def test_evaluation_curve_shares_the_observation_statistics() -> None:
