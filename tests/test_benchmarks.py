@@ -130,13 +130,13 @@ def test_memory_benchmark_variant_overrides_r2d2_and_keeps_the_headline(
         "cartpole-novel",
         "r2d2",
         0,
-        {"burn_in": 4, "learning_rate": "lin_2e-3", "policy_kwargs": {"lstm_hidden_size": 32}},
+        {"burn_in": 4, "learning_rate": "lin_3e-3", "policy_kwargs": {"lstm_hidden_size": 32}},
         20_000,
     )
-    assert (model.burn_in, budget, model.learning_rate(1.0), model.learning_rate(0.5)) == (4, 20_000, 2e-3, 1e-3)
+    assert (model.burn_in, budget, model.learning_rate(1.0), model.learning_rate(0.5)) == (4, 20_000, 3e-3, 1.5e-3)
     assert model.policy.lstm.hidden_size == 32 and model.policy.optimizer.defaults["eps"] == 1e-5  # the entry's eps kept
     plain, _, plain_budget = bench_memory.build("cartpole-novel", "r2d2", 0)
-    assert (plain.burn_in, plain.policy.lstm.hidden_size, plain_budget) == (10, 64, 50_000)
+    assert (plain.burn_in, plain.policy.lstm.hidden_size, plain_budget, plain.learning_rate(1.0)) == (20, 64, 50_000, 2e-3)
 
     monkeypatch.setattr(bench_memory, "OUT_DIR", tmp_path)
 
