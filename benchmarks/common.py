@@ -299,20 +299,21 @@ def stayed_median(values: Sequence[float | None]) -> float | None:
     return statistics.median([*reached, *[math.inf] * (len(values) - len(reached))])
 
 
-def stayed_median_range(values: Sequence[float | None], fmt: str) -> str | None:
+def stayed_median_range(values: Sequence[float | None], fmt: str) -> tuple[str, float] | None:
     """
-    :func:`stayed_median` as ``"median (min-max)"``, the range ending in ``never`` when some seed never reached.
+    :func:`stayed_median` as the cell ``"median (min-max)"``, the range ending in ``never`` when some seed never
+    reached, with the median itself.
 
     :param values: one value per seed, None for a seed that never reached
     :param fmt: format of each number
-    :return: the cell, or None where the median does not exist
+    :return: ``(cell, median)``, or None where the median does not exist
     """
     median = stayed_median(values)
     if median is None:
         return None
     reached = [v for v in values if v is not None]
     top = format(max(reached), fmt) if len(reached) == len(values) else "never"
-    return f"{format(median, fmt)} ({format(min(reached), fmt)}-{top})"
+    return f"{format(median, fmt)} ({format(min(reached), fmt)}-{top})", median
 
 
 STAYED_MEDIAN_NOTE = (
@@ -328,11 +329,11 @@ def stayed_cells(runs: Sequence[dict[str, Any]]) -> tuple[str, tuple[float, floa
 
     :param runs: one dict per seed with ``stayed_steps`` and ``stayed_seconds`` (None: never stayed)
     """
-    steps, secs = [r["stayed_steps"] for r in runs], [r["stayed_seconds"] for r in runs]
-    steps_median, secs_median = stayed_median(steps), stayed_median(secs)
-    if steps_median is None or secs_median is None:
+    steps = stayed_median_range([r["stayed_steps"] for r in runs], ",.0f")
+    secs = stayed_median_range([r["stayed_seconds"] for r in runs], ".0f")
+    if steps is None or secs is None:
         return "not on most seeds | not on most seeds", None
-    return f"{stayed_median_range(steps, ',.0f')} | {stayed_median_range(secs, '.0f')}", (steps_median, secs_median)
+    return f"{steps[0]} | {secs[0]}", (steps[1], secs[1])
 
 
 def reached_and_stayed(curve: Sequence[tuple[int, float, float]], threshold: float) -> tuple[int, float] | None:

@@ -92,8 +92,11 @@ def test_stayed_median_counts_a_seed_that_never_stayed_as_beyond_the_budget() ->
             assert got == brute
         else:
             assert got is None and common.stayed_median_range(values, ",.0f") is None
-    assert common.stayed_median_range([37000.0, None, 49000.0, 38000.0, 37000.0], ",.0f") == "38,000 (37,000-never)"
-    assert common.stayed_median_range([3.0, 1.0, 2.0], ".0f") == "2 (1-3)"
+    assert common.stayed_median_range([37000.0, None, 49000.0, 38000.0, 37000.0], ",.0f") == ("38,000 (37,000-never)", 38000)
+    assert common.stayed_median_range([3.0, 1.0, 2.0], ".0f") == ("2 (1-3)", 2.0)
+    runs = [{"stayed_steps": s, "stayed_seconds": None if s is None else s / 1000} for s in (4000, None, 2000)]
+    assert common.stayed_cells(runs) == ("4,000 (2,000-never) | 4 (2-never)", (4000, 4.0))
+    assert common.stayed_cells(runs[1:]) == ("not on most seeds | not on most seeds", None)
     assert common.stayed_median_range([3.0, None, None], ".0f") is None
 
 
