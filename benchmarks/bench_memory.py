@@ -21,8 +21,8 @@ evaluation time is excluded from the training wall-clock. One torch thread per r
 
 A variant of R2D2's entry (tuning): ``--r2d2-kwargs '{"burn_in": 20}'`` overrides entries of the zoo entry (a
 ``policy_kwargs`` dict key by key), ``--r2d2-budget 40000`` its budget (the learning-rate schedule then spans the
-shorter budget). A variant is reported on stdout and in ``benchmarks/out/memory_<task>_variant.json``; it does not
-replace the headline in results.md.
+shorter budget), ``--seed-list 4 5 7`` runs those seeds only. A variant is reported on stdout and in
+``benchmarks/out/memory_<task>_variant.json``; it does not replace the headline in results.md.
 """
 
 from __future__ import annotations
@@ -202,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--task", default="cartpole-novel", choices=sorted(TASKS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
+        "--seed-list", type=int, nargs="+", default=None, help="these seeds instead of 0 .. --seeds - 1 (variants only)"
+    )
+    parser.add_argument(
         "--algos", nargs="+", default=["r2d2", "recurrentppo", "qrdqn"], choices=["r2d2", "recurrentppo", "qrdqn", "dqn"]
     )
     parser.add_argument("--eval-every", type=int, default=1000)
@@ -210,11 +213,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--r2d2-kwargs", type=json.loads, default=None, help="JSON dict overriding R2D2's zoo entry")
     parser.add_argument("--r2d2-budget", type=int, default=None, help="R2D2's budget instead of its zoo entry's")
     args = parser.parse_args(argv)
-    variant = bool(args.r2d2_kwargs) or args.r2d2_budget is not None
+    variant = bool(args.r2d2_kwargs) or args.r2d2_budget is not None or args.seed_list is not None
+    seeds = range(args.seeds) if args.seed_list is None else args.seed_list
     if not args.report_only:
         tasks = [
             (args.task, algo, seed, args.eval_every, args.r2d2_kwargs, args.r2d2_budget)
-            for seed in range(args.seeds)
+            for seed in seeds
             for algo in args.algos
         ]
         if args.jobs > 1:

@@ -152,3 +152,17 @@ def test_memory_benchmark_variant_overrides_r2d2_and_keeps_the_headline(
     assert (tmp_path / "memory_cartpole-novel_variant.json").exists()
     assert not (tmp_path / "memory_cartpole-novel.json").exists()
     assert "| r2d2 | 0/1 |" in capsys.readouterr().out
+
+    # --seed-list alone makes a variant: the given seeds, the variant JSON, the headline left alone.
+    (tmp_path / "memory_cartpole-novel_variant.json").unlink()
+    seen: list[int] = []
+
+    def fake_run(task: str, algo: str, seed: int, *rest: object) -> dict[str, object]:
+        seen.append(seed)
+        run = {"stayed_steps": None, "stayed_seconds": None, "first_steps": None, "final": 10.0, "train_seconds": 1.0}
+        return {"algo": algo, "seed": seed, "budget": 400, **run, "curve": []}
+
+    monkeypatch.setattr(bench_memory, "run_one", fake_run)
+    bench_memory.main(["--seed-list", "3", "5", "--algos", "r2d2"])
+    assert seen == [3, 5] and (tmp_path / "memory_cartpole-novel_variant.json").exists()
+    assert "seed 3: never" in capsys.readouterr().out and not (tmp_path / "memory_cartpole-novel.json").exists()
