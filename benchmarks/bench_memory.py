@@ -1,7 +1,7 @@
 """Tasks that need memory: R2D2 beside sb3-contrib's RecurrentPPO and a memoryless value learner, side by side.
 
     python -m benchmarks.bench_memory [--task cartpole-novel | cue-memory] [--seeds 3] [--algos r2d2 recurrentppo qrdqn]
-        [--jobs 2] [--r2d2-kwargs JSON] [--r2d2-budget N]
+        [--jobs 2] [--r2d2-kwargs JSON] [--r2d2-budget N] [--seed-list S ...]
 
 - ``cartpole-novel``: CartPoleNoVel-v1 (rl-zoo3's CartPole without the velocities: memory needed). Headline:
   environment steps and training seconds until the deterministic evaluation mean (10 episodes) reaches 475 **and
