@@ -406,7 +406,14 @@ def test_learning_survives_a_killed_actor_with_replay_and_counters_intact():
             log["replay"].append(len(self.model.replay_buffer))
             log["steps"].append(self.model.num_timesteps)
             if self.model.num_timesteps == 200:
-                os.kill(self.model.runner.pids[1], signal.SIGKILL)
+                pid = self.model.runner.pids[1]
+                os.kill(pid, signal.SIGKILL)
+                # Ray learns of the death asynchronously; until it has, actor 0 alone could serve the rest of the
+                # budget and the runner would never see actor 1's requests fail. A call on the dead actor returns
+                # (raises) once Ray knows.
+                assert wait_dead([pid]) == []
+                with pytest.raises(ray.exceptions.RayActorError):
+                    ray.get(self.model.runner._actors[1].pid.remote(), timeout=60)
             return True
 
     model.learn(600, callback=KillOnce())
