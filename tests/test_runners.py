@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -122,6 +123,66 @@ def test_process_runner_reports_a_killed_actor_instead_of_waiting():
         gather(runner, 10_000)  # the other actor keeps sending: the dead one must be noticed all the same
     assert time.monotonic() - start < 15
     assert alive(runner.pids) == []
+
+
+def exited(pid: int) -> bool:
+    """Whether the child ``pid`` has ended (a zombie not yet reaped counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+class DiesHoldingTheLock(CountingFactory):
+    """Actor 1 takes the shared parameters' lock at its third step and is killed holding it (as SIGKILL or the OOM
+    killer can catch an actor in the middle of a read); the lock is inherited through fork."""
+
+    def __init__(self, env: VecEnvCopy, lock) -> None:
+        super().__init__(env)
+        self.lock = lock
+
+    def __call__(self, index: int) -> CountingActor:
+        actor = super().__call__(index)
+        if index == 1:
+            step, lock = actor.step, self.lock
+
+            def step_then_die() -> ActorStep:
+                if actor.steps == 2:
+                    lock.acquire()
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return step()
+
+            actor.step = step_then_die  # type: ignore[method-assign]
+        return actor
+
+
+def test_an_actor_killed_holding_the_parameter_lock_is_reported_by_sync_and_close_returns():
+    env = make_vec_env("CartPole-v1", n_envs=2)
+    params = th.nn.Linear(2, 1).state_dict()
+    runner = ProcessRunner(CountingFactory(VecEnvCopy(env, 0)), 2, params, 2, start_method="fork")
+    runner.factory = DiesHoldingTheLock(VecEnvCopy(env, 0), runner.parameters.lock)
+    runner.reset()
+    pids = runner.pids
+    victim = pids[1]
+    deadline = time.monotonic() + 30
+    while not exited(victim) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert exited(victim)
+    outcome: dict[str, BaseException] = {}
+
+    def sync() -> None:
+        try:
+            runner.sync(params, 1, 0.5)
+        except BaseException as error:  # the test reads it below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=sync, daemon=True)  # a writer that waits forever must not hang the suite
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "sync() waits on the lock the dead actor holds"
+    assert isinstance(outcome.get("error"), ActorError) and "died" in str(outcome["error"])
+    assert not runner.running and alive(pids) == []
 
 
 def test_process_runner_close_stops_blocked_actors_and_is_idempotent():

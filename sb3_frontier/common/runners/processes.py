@@ -27,6 +27,7 @@ VecEnv wrappers included).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import inspect
 import io
 import multiprocessing as mp
@@ -36,7 +37,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
@@ -75,16 +76,36 @@ class SharedParameters:
         self.version = context.Value("q", 0, lock=False)
         self.progress_remaining = context.Value("d", 1.0, lock=False)
 
-    def write(self, state_dict: Mapping[str, th.Tensor], version: int, progress_remaining: float) -> None:
-        """Copy ``state_dict`` (same names and shapes as the template) in, with its version and the learner's progress."""
+    def write(
+        self,
+        state_dict: Mapping[str, th.Tensor],
+        version: int,
+        progress_remaining: float,
+        check: Callable[[], None] | None = None,
+        poll_interval: float = 0.1,
+    ) -> None:
+        """
+        Copy ``state_dict`` (same names and shapes as the template) in, with its version and the learner's progress.
+
+        :param check: called every ``poll_interval`` seconds while the lock is taken by a reader; it should raise
+            when a reader died, since a process killed while reading (SIGKILL, the OOM killer) never releases the
+            lock. Without it the writer waits for as long as the lock is held.
+        :param poll_interval: seconds between two calls of ``check``
+        """
         missing = self.tensors.keys() - state_dict.keys()
         if missing:
             raise KeyError(f"The parameters lack {sorted(missing)} of the actors' network")
-        with self.lock, th.no_grad():
-            for name, shared in self.tensors.items():
-                shared.copy_(state_dict[name])
+        while not self.lock.acquire(timeout=poll_interval):
+            if check is not None:
+                check()
+        try:
+            with th.no_grad():
+                for name, shared in self.tensors.items():
+                    shared.copy_(state_dict[name])
             self.version.value = int(version)
             self.progress_remaining.value = float(progress_remaining)
+        finally:
+            self.lock.release()
 
     def read(self, known_version: int) -> tuple[dict[str, th.Tensor] | None, int, float]:
         """
@@ -97,6 +118,27 @@ class SharedParameters:
             if version == known_version:
                 return None, version, progress
             return {name: shared.clone() for name, shared in self.tensors.items()}, version, progress
+
+
+class StopFlag:
+    """
+    The learner's stop signal to its actor processes, without a lock.
+
+    A :class:`multiprocessing.Event` takes a lock in ``is_set()``: an actor killed while checking it (SIGKILL, the OOM
+    killer) leaves that lock taken, and the learner's ``set()`` then waits forever. A flag in shared memory is written
+    by the learner only, so it needs none.
+
+    :param context: the multiprocessing context of the processes that share it
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._flag = context.RawValue(ctypes.c_bool, False)
+
+    def set(self) -> None:
+        self._flag.value = True
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
 
 
 def _rebuild_vec_env_wrapper(cls: type[VecEnvWrapper], state: dict[str, Any], venv: VecEnv) -> VecEnvWrapper:
@@ -178,7 +220,7 @@ def _actor_main(
     factory: ActorFactory,
     parameters: SharedParameters,
     connection: Connection,
-    stop: Any,
+    stop: StopFlag,
     sync_every: int,
     torch_threads: int,
     max_pending: int = 1,
@@ -226,7 +268,7 @@ class _Outbox:
     :param stop: the runner's stop event (a waiting :meth:`put` gives up once it is set)
     """
 
-    def __init__(self, connection: Connection, max_pending: int, stop: Any) -> None:
+    def __init__(self, connection: Connection, max_pending: int, stop: StopFlag) -> None:
         self.connection = connection
         self.stop = stop
         self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=max(max_pending, 1))
@@ -267,7 +309,7 @@ class _Outbox:
         self.thread.join(max(deadline - time.monotonic(), 0.0))
 
 
-def _shutdown(processes: list[BaseProcess], stop: Any, connections: list[Connection], timeout: float) -> None:
+def _shutdown(processes: list[BaseProcess], stop: StopFlag, connections: list[Connection], timeout: float) -> None:
     """Stop the actor processes: ask, read what they still send while they finish, then terminate stragglers."""
     stop.set()
     deadline = time.monotonic() + timeout
@@ -339,7 +381,7 @@ class ProcessRunner(Runner):
         self.version = 0
         self._processes: list[BaseProcess] = []
         self._connections: list[Connection] = []
-        self._stop: Any = None
+        self._stop: StopFlag | None = None
         self._finalizer: weakref.finalize | None = None
 
     # ------------------------------------------------------------------------------------------------- lifecycle
@@ -351,7 +393,7 @@ class ProcessRunner(Runner):
     def reset(self, observations: Any | None = None) -> None:
         """(Re)start the actor processes: every actor builds its envs and starts new episodes (``observations`` unused)."""
         self.close()
-        self._stop = self.context.Event()
+        self._stop = StopFlag(self.context)
         for index in range(self.n_actors):
             reader, writer = self.context.Pipe(duplex=False)
             process = self.context.Process(
@@ -399,7 +441,8 @@ class ProcessRunner(Runner):
     def sync(self, parameters: Mapping[str, th.Tensor] | None, version: int, progress_remaining: float) -> None:
         if parameters is None:
             raise ValueError("Actor processes hold their own network: sync() needs the learner's state dict")
-        self.parameters.write(parameters, version, progress_remaining)
+        # An actor killed while it read the parameters holds their lock: report it instead of waiting.
+        self.parameters.write(parameters, version, progress_remaining, check=self._check_alive)
         self.version = int(version)
 
     def step(self) -> list[ActorStep]:
