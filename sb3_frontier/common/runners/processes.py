@@ -265,7 +265,7 @@ class _Outbox:
 
     :param connection: the pipe's write end
     :param max_pending: messages held before :meth:`put` waits
-    :param stop: the runner's stop event (a waiting :meth:`put` gives up once it is set)
+    :param stop: the runner's stop flag (a waiting :meth:`put` gives up once it is set)
     """
 
     def __init__(self, connection: Connection, max_pending: int, stop: StopFlag) -> None:
