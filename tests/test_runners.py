@@ -3,6 +3,7 @@ dead actors, shutdown), and MuZero learning with actor processes."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_frontier import MuZero
 from sb3_frontier.common.runners import ActorError, ActorStep, ProcessRunner, SharedParameters, VecEnvCopy
+from sb3_frontier.common.runners.processes import StopFlag
 from tests.runner_helpers import BrokenEnv, CountingActor, CountingFactory, alive, gather
 
 TINY = dict(hidden_dim=16, net_arch=[16])
@@ -183,6 +185,35 @@ def test_an_actor_killed_holding_the_parameter_lock_is_reported_by_sync_and_clos
     assert not thread.is_alive(), "sync() waits on the lock the dead actor holds"
     assert isinstance(outcome.get("error"), ActorError) and "died" in str(outcome["error"])
     assert not runner.running and alive(pids) == []
+
+
+def _spin_until_stopped(stop) -> None:
+    while not stop.is_set():
+        pass
+
+
+def test_the_stop_flag_can_be_set_after_an_actor_was_killed_while_reading_it():
+    """Actors are killed at any moment, most often inside their loop's stop check: the learner's set() must not wait
+    on anything the dead actor held (a multiprocessing.Event's lock would stay taken)."""
+    context = mp.get_context("fork")
+    for _ in range(20):
+        stop = StopFlag(context)
+        actor = context.Process(target=_spin_until_stopped, args=(stop,), daemon=True)
+        actor.start()
+        time.sleep(0.02)  # the actor spins in is_set()
+        os.kill(actor.pid, signal.SIGKILL)
+        actor.join(5)
+        setter = threading.Thread(target=stop.set, daemon=True)
+        setter.start()
+        setter.join(5)
+        assert not setter.is_alive(), "set() waits on a lock the killed actor held"
+        assert stop.is_set()
+    stop = StopFlag(context)
+    actor = context.Process(target=_spin_until_stopped, args=(stop,), daemon=True)
+    actor.start()
+    stop.set()
+    actor.join(5)
+    assert actor.exitcode == 0  # a live actor sees the flag
 
 
 def test_process_runner_close_stops_blocked_actors_and_is_idempotent():
