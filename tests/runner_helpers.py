@@ -9,13 +9,15 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_frontier.common.denormals import denormals_flushed
 from sb3_frontier.common.runners import Actor, ActorStep, Runner, VecEnvCopy
 
 
 class CountingActor(Actor):
     """
     Steps a VecEnv with random actions. Each step's item is (actor index, step number, first env's observation,
-    process id); its stats hold the sum of the network's weight, so that parameter sync is visible.
+    process id); its stats hold the sum of the network's weight, so that parameter sync is visible, and whether the
+    actor's thread flushes denormal floats.
     """
 
     def __init__(self, env: VecEnv, index: int, fail_after: int | None = None) -> None:
@@ -41,7 +43,7 @@ class CountingActor(Actor):
             dones=dones,
             infos=list(infos),
             policy_version=self.policy_version,
-            stats={"weight": float(self.network.weight.detach().sum())},
+            stats={"weight": float(self.network.weight.detach().sum()), "denormals_flushed": float(denormals_flushed())},
         )
 
 

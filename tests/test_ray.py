@@ -97,6 +97,7 @@ def test_parameters_reach_the_actors_at_their_sync_steps_with_the_policy_lag_log
     assert all(s.stats["weight"] != pytest.approx(5.0) for s in steps if s.policy_version != 7)
     assert {s.stats["runner/policy_lag"] for s in later if s.policy_version == 0} <= {7.0}
     assert all(s.stats["runner/policy_lag"] == 0.0 for s in loaded)
+    assert all(s.stats["denormals_flushed"] == 1.0 for s in steps)  # as the learner trains (common.denormals)
 
 
 def test_vec_env_wrappers_travel_to_the_actors():

@@ -37,6 +37,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Rollout
 from stable_baselines3.common.utils import safe_mean, should_collect_more_steps
 
 from sb3_frontier.common.checks import check_integer
+from sb3_frontier.common.denormals import flush_denormals
 from sb3_frontier.common.runners import (
     RUNNERS,
     Actor,
@@ -376,6 +377,9 @@ class ReplayAlgorithm(BaseAlgorithm):
         """
         Collect with the actors and train, for ``total_timesteps`` environment steps (summed over the envs).
 
+        Runs with denormal floats flushed to zero (see :mod:`sb3_frontier.common.denormals`: training makes them, and
+        each one costs a slow path on the CPU) and restores the caller's mode on return.
+
         :param total_timesteps: environment steps to collect (``None``: the class's ``default_total_timesteps``)
         :param callback: SB3 callback(s), ``on_step`` after every VecEnv step
         :param log_interval: episodes between log dumps
@@ -388,24 +392,27 @@ class ReplayAlgorithm(BaseAlgorithm):
         if total_timesteps is None:
             total_timesteps = self.default_total_timesteps
         check_integer("total_timesteps", total_timesteps, 1)
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-        )
-        callback.on_training_start(locals(), globals())
-        assert self.env is not None and self.runner is not None
-        try:
-            while self.num_timesteps < total_timesteps:
-                rollout = self.collect_rollouts(callback, log_interval, total_timesteps)
-                if not rollout.continue_training:
-                    break
-                if self.num_timesteps > self.learning_starts and self._replay_ready():
-                    # As SB3: -1 takes one gradient step per VecEnv step collected.
-                    steps = self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps // self.env.num_envs
-                    if steps > 0:
-                        self.train(steps, self.batch_size)
-        finally:
-            self._close_runner()
-        callback.on_training_end()
+        with flush_denormals():
+            total_timesteps, callback = self._setup_learn(
+                total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+            )
+            callback.on_training_start(locals(), globals())
+            assert self.env is not None and self.runner is not None
+            try:
+                while self.num_timesteps < total_timesteps:
+                    rollout = self.collect_rollouts(callback, log_interval, total_timesteps)
+                    if not rollout.continue_training:
+                        break
+                    if self.num_timesteps > self.learning_starts and self._replay_ready():
+                        # As SB3: -1 takes one gradient step per VecEnv step collected.
+                        steps = self.gradient_steps
+                        if steps < 0:
+                            steps = rollout.episode_timesteps // self.env.num_envs
+                        if steps > 0:
+                            self.train(steps, self.batch_size)
+            finally:
+                self._close_runner()
+            callback.on_training_end()
         return self
 
     def collect_rollouts(self, callback: BaseCallback, log_interval: int | None, total_timesteps: int) -> RolloutReturn:

@@ -20,6 +20,8 @@ from typing import Generic, TypeVar
 
 import torch as th
 
+from sb3_frontier.common.denormals import denormals_flushed, set_denormals_flushed
+
 T = TypeVar("T")
 
 
@@ -59,13 +61,15 @@ class ShardedGradient(Generic[T]):
         self.n_threads = n_threads
         self._pool: ThreadPoolExecutor | None = None
         self._torch_threads = 1
+        self._flush_denormals = False
         self._warned = False
 
     def _shard_gradient(
         self, shard_loss: Callable[[slice], tuple[th.Tensor, T]], shard: slice, batch_size: int
     ) -> tuple[tuple[th.Tensor | None, ...], th.Tensor, T]:
-        # Worker threads start with torch's defaults; run each at the caller's intra-op thread count.
+        # Worker threads start with torch's defaults; run each at the caller's intra-op thread count and denormal mode.
         th.set_num_threads(self._torch_threads)
+        set_denormals_flushed(self._flush_denormals)
         loss, extra = shard_loss(shard)
         fraction = (shard.stop - shard.start) / batch_size
         grads = th.autograd.grad(loss * fraction, self.parameters, allow_unused=True)
@@ -90,6 +94,7 @@ class ShardedGradient(Generic[T]):
                     p.grad = th.zeros_like(p)
             return loss.detach(), [extra]
         self._torch_threads = th.get_num_threads()
+        self._flush_denormals = denormals_flushed()
         cores = os.cpu_count() or 1
         if not self._warned and len(slices) * self._torch_threads > cores:
             self._warned = True
