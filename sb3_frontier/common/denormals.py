@@ -1,10 +1,10 @@
 """Denormal (subnormal) floats flushed to zero while training on CPU.
 
 A float32 below 1.18e-38 is denormal, and x86 CPUs take a slow microcode path for every operation that reads or
-writes one, often 10-100x slower than a normal float. Training makes them: weight decay shrinks the weights of a unit
-that no longer gets a gradient (a dead ReLU) geometrically towards zero, and Adam's second moment of a gradient near
-zero underflows the same way. A matrix product that touches them slows down as a whole; on CartPole our MuZero's
-gradient steps were 5x slower after 12,000 environment steps than at the start, for that reason alone.
+writes one, often 10-100x slower than a normal float. Training makes them: the parameters and Adam moments of units
+that stop getting a gradient (a dead ReLU) decay towards zero (Adam's first moment by beta1 at every step). On
+CartPole, after 12,000 environment steps, our MuZero held 750 denormal parameters and 2,421 denormal optimizer-state
+entries, and a gradient step took 54 ms instead of 10 ms with them flushed.
 
 Flushing them to zero (the CPU's flush-to-zero and denormals-are-zero modes, through ``torch.set_flush_denormal``)
 changes no number above 1.18e-38 and removes the slow path. The mode is a per-thread CPU register that new threads

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from sb3_frontier.common.denormals import set_denormals_flushed
+
 
 @dataclass
 class ActorStep:
@@ -168,4 +170,15 @@ class Runner(ABC):
         """Environment steps that one actor step takes (its number of envs)."""
 
 
-__all__ = ["Actor", "ActorFactory", "ActorStep", "Runner", "Worker", "WorkerFactory"]
+def start_actor_process(torch_threads: int) -> None:
+    """
+    What every actor or worker process does first: run at ``torch_threads`` torch threads, flush denormal floats as
+    the learner does (:mod:`sb3_frontier.common.denormals`), and draw its own torch seed (forked processes would
+    otherwise share the learner's stream).
+    """
+    th.set_num_threads(torch_threads)
+    set_denormals_flushed(True)
+    th.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+
+
+__all__ = ["Actor", "ActorFactory", "ActorStep", "Runner", "Worker", "WorkerFactory", "start_actor_process"]

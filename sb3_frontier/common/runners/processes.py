@@ -49,8 +49,7 @@ import torch as th
 from stable_baselines3.common.monitor import ResultsWriter
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from sb3_frontier.common.denormals import set_denormals_flushed
-from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner
+from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner, start_actor_process
 from sb3_frontier.common.runners.normalization import normalization_statistics
 
 #: Steps an actor process may have produced and not yet handed to the learner, unless told otherwise.
@@ -228,9 +227,7 @@ def _actor_main(
 ) -> None:
     """Body of an actor process: build the actor, then step it, pulling parameters, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the learner, which stops the actors
-    th.set_num_threads(torch_threads)
-    set_denormals_flushed(True)  # as the learner does (sb3_frontier.common.denormals)
-    th.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))  # forked actors do not share torch's stream
+    start_actor_process(torch_threads)
     outbox = _Outbox(connection, max_pending, stop)
     actor = None
     try:

@@ -50,8 +50,7 @@ import numpy as np
 import torch as th
 
 from sb3_frontier.common.checks import check_integer
-from sb3_frontier.common.denormals import set_denormals_flushed
-from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner, WorkerFactory
+from sb3_frontier.common.runners.base import ActorFactory, ActorStep, Runner, WorkerFactory, start_actor_process
 from sb3_frontier.common.runners.normalization import normalization_statistics
 from sb3_frontier.common.runners.processes import ActorError
 
@@ -199,9 +198,7 @@ class _ActorHost:
     """
 
     def __init__(self, factory: ActorFactory, index: int, sync_every: int, torch_threads: int) -> None:
-        th.set_num_threads(torch_threads)
-        set_denormals_flushed(True)  # as the learner does (sb3_frontier.common.denormals)
-        th.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+        start_actor_process(torch_threads)
         self.index = index
         self.sync_every = sync_every
         self.actor = factory(index)
@@ -493,9 +490,7 @@ class _WorkerHost:
     """
 
     def __init__(self, factory: WorkerFactory, index: int, torch_threads: int) -> None:
-        th.set_num_threads(torch_threads)
-        set_denormals_flushed(True)  # as the learner does (sb3_frontier.common.denormals)
-        th.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+        start_actor_process(torch_threads)
         self.worker = factory(index)
 
     def pid(self) -> int:
