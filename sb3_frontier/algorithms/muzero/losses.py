@@ -7,6 +7,10 @@ the value and reward supports, and the gradient flowing back into the hidden sta
 step (the pseudocode's ``scale_gradient(hidden_state, 0.5)`` follows ``recurrent_inference``, so the representation
 gets the first step's gradient whole). Masked steps (past a game's end, or without a search) contribute nothing;
 each sample is weighted by its importance weight. L2 regularisation is the optimizer's weight decay.
+
+With ``autocast_dtype=th.bfloat16`` the unroll runs under autocast (:mod:`sb3_frontier.common.precision`) and its logits
+are cast back to float32 before the log-softmaxes and cross-entropies: over a 601-bin support, bfloat16's 8-bit
+significand would round the log-probabilities of the bins near the target.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from torch.nn import functional as F
 
 from sb3_frontier.algorithms.muzero.replay import MuZeroBatch
+from sb3_frontier.common.precision import autocast
 from sb3_frontier.policies.muzero import MuZeroPolicy
 from sb3_frontier.policies.torsos import scale_gradient
 
@@ -53,6 +58,7 @@ def muzero_loss(
     value_coef: float = 1.0,
     reward_coef: float = 1.0,
     policy_coef: float = 1.0,
+    autocast_dtype: th.dtype | None = None,
 ) -> tuple[dict[str, th.Tensor], np.ndarray]:
     """
     MuZero's loss on a batch of K-step unrolls.
@@ -63,11 +69,14 @@ def muzero_loss(
     :param value_coef: weight of the value loss (0.25 in MuZero Reanalyze)
     :param reward_coef: weight of the reward loss
     :param policy_coef: weight of the policy loss
+    :param autocast_dtype: dtype of the unroll's forward pass under autocast (``th.bfloat16``), None for float32
     :return: the loss and its parts (``loss``, ``value_loss``, ``reward_loss``, ``policy_loss``), and the network's
         root values ``[B]`` (scalars, for the priorities)
     """
     device = policy.device
-    policy_logits, value_logits, reward_logits = unroll(policy, batch)
+    with autocast(device, autocast_dtype):
+        logits = unroll(policy, batch)
+    policy_logits, value_logits, reward_logits = (part.float() for part in logits)
     k_steps = reward_logits.shape[1]
     value_probs = policy.value_support.encode(th.as_tensor(value_targets, device=device, dtype=th.float32))
     reward_probs = policy.reward_support.encode(th.as_tensor(batch.rewards[:, 1:], device=device))

@@ -36,6 +36,7 @@ from sb3_frontier.algorithms.muzero.reanalyze import (
 )
 from sb3_frontier.algorithms.muzero.replay import MuZeroBatch, MuZeroReplayBuffer
 from sb3_frontier.common.observations import Obs, obs_batch_size
+from sb3_frontier.common.precision import check_training_precision
 from sb3_frontier.common.replay_algorithm import ReplayAlgorithm, check_integer
 from sb3_frontier.common.runners import ActorStep, RayWorkerPool, VecEnvCopy
 from sb3_frontier.common.sharded_gradient import ShardedGradient
@@ -145,6 +146,10 @@ class MuZero(ReplayAlgorithm):
         batch (:class:`~sb3_frontier.common.sharded_gradient.ShardedGradient`; the shards' gradients are summed in a
         fixed order, the batch's gradient up to float rounding). On a CPU set it to the cores the learner may use,
         with one torch thread (``torch.set_num_threads(1)``): shards scale where torch's intra-op threads do not
+    :param training_precision: ``"float32"``, or ``"bfloat16"``: the training unroll's forward pass runs under
+        ``torch.autocast`` in bfloat16, the loss, gradients, parameters and optimizer in float32
+        (:mod:`~sb3_frontier.common.precision`). Faster on hardware with native bfloat16 (a CPU with AVX512-BF16 or
+        AMX, a recent GPU; elsewhere a warning says it is emulated); the search and the value bootstrap stay float32
     :param segment_length: sampleable positions per stored segment of a long game
     :param two_player: board-game mode: self-play of both sides, value targets are the final outcome for the
         player to move, rewards are zero and the search flips perspective every ply (needs ``gamma=1``)
@@ -212,6 +217,7 @@ class MuZero(ReplayAlgorithm):
         policy_loss_coef: float = 1.0,
         max_grad_norm: float | None = 5.0,
         gradient_threads: int = 1,
+        training_precision: str = "float32",
         segment_length: int = 200,
         two_player: bool = False,
         runner: str = "in-process",
@@ -229,6 +235,8 @@ class MuZero(ReplayAlgorithm):
         self.target_update_interval = check_integer("target_update_interval", target_update_interval, 1)
         self.segment_length = check_integer("segment_length", segment_length, 1)
         self.gradient_threads = check_integer("gradient_threads", gradient_threads, 1)
+        check_training_precision(training_precision)
+        self.training_precision = training_precision
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
         if two_player and gamma != 1.0:
@@ -341,12 +349,13 @@ class MuZero(ReplayAlgorithm):
             two_player=self.two_player,
         )
         self.planner = Planner(self.policy, self.search_settings, self._rng)
+        self._autocast_dtype = check_training_precision(self.training_precision, self.device)
         self._gradient: ShardedGradient[tuple[dict[str, th.Tensor], np.ndarray]] = ShardedGradient(
             list(self.policy.parameters()), self.gradient_threads
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "planner", "_warned", "_reanalyze_pipeline", "_gradient"]
+        return [*super()._excluded_save_params(), "planner", "_warned", "_reanalyze_pipeline", "_gradient", "_autocast_dtype"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "target_policy"], []
@@ -561,6 +570,7 @@ class MuZero(ReplayAlgorithm):
             self.value_loss_coef,
             self.reward_loss_coef,
             self.policy_loss_coef,
+            self._autocast_dtype,
         )
         return losses["loss"], ({key: value.detach() for key, value in losses.items()}, root_values)
 
