@@ -35,10 +35,11 @@ THRESHOLD = 475.0
 ALGOS: dict[str, tuple[str, type, dict[str, Any]]] = {
     "muzero": ("muzero", MuZero, {"search": "muzero", "num_simulations": 25}),
     "gumbel": ("muzero", MuZero, {}),
+    "gumbel-bf16": ("muzero", MuZero, {"training_precision": "bfloat16"}),
     "ppo": ("ppo", PPO, {}),
     "dqn": ("dqn", DQN, {}),
 }
-OURS = ("muzero", "gumbel")
+OURS = ("muzero", "gumbel", "gumbel-bf16")
 
 
 def run_one(name: str, seed: int, eval_every: int, budget: int | None) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def plot(runs: list[dict[str, Any]], path: Any) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    colours = {"muzero": "tab:red", "gumbel": "tab:purple", "ppo": "tab:blue", "dqn": "tab:green"}
+    colours = {"muzero": "tab:red", "gumbel": "tab:purple", "gumbel-bf16": "tab:pink", "ppo": "tab:blue", "dqn": "tab:green"}
     for run in runs:
         if run["curve"]:
             steps, _, returns = zip(*run["curve"], strict=True)
@@ -131,9 +132,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--muzero-budget", type=int, default=None, help="MuZero's step budget (default: its zoo config)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (worker processes, one torch thread each)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the plot and results.md from the JSON")
+    parser.add_argument("--name", default="bench_cartpole", help="results.md section (and output file stem)")
     args = parser.parse_args(argv)
     if args.report_only:
-        report()
+        report(args.name)
         return
     th.set_num_threads(1)
     tasks = []
@@ -148,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     info = environment_info()
     command = command_line("benchmarks.bench_cartpole", argv)
-    (OUT_DIR / "cartpole_sample_efficiency.json").write_text(
+    (OUT_DIR / f"{output_stem(args.name)}.json").write_text(
         json.dumps(
             {
                 "environment": info,
@@ -161,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             indent=2,
         )
     )
-    report()
+    report(args.name)
 
 
 def seed_table(runs: list[dict[str, Any]], algos: list[str]) -> list[str]:
@@ -180,13 +182,19 @@ def seed_table(runs: list[dict[str, Any]], algos: list[str]) -> list[str]:
     return lines
 
 
-def report() -> None:
-    """Write the plot and the results.md section from ``benchmarks/out/cartpole_sample_efficiency.json``."""
-    data = json.loads((OUT_DIR / "cartpole_sample_efficiency.json").read_text())
+def output_stem(name: str) -> str:
+    """The file stem of a run's JSON and plot under ``benchmarks/out``."""
+    return "cartpole_sample_efficiency" if name == "bench_cartpole" else name
+
+
+def report(name: str = "bench_cartpole") -> None:
+    """Write the plot and the results.md section ``name`` from ``benchmarks/out/<stem>.json``."""
+    stem = output_stem(name)
+    data = json.loads((OUT_DIR / f"{stem}.json").read_text())
     info, runs, command, jobs = data["environment"], data["runs"], data["command"], data["jobs"]
     algos = list(dict.fromkeys(r["algo"] for r in runs))
     summaries = [summarize(runs, name) for name in algos]
-    plot(runs, OUT_DIR / "cartpole_sample_efficiency.png")
+    plot(runs, OUT_DIR / f"{stem}.png")
     ratios = []
     for ours in (s for s in summaries if s["algo"] in OURS and "stayed_steps" in s):
         for peer in (s for s in summaries if s["algo"] not in OURS and "stayed_steps" in s):
@@ -210,8 +218,7 @@ def report() -> None:
     section = (
         f"## Sample efficiency on {ENV_ID}: reached {THRESHOLD:.0f} and stayed there\n\n"
         f"Command: `{command}` — {info['date']}, {info.get('cpus', '?')} CPUs, torch {info['torch']}, one torch thread. "
-        "Raw curves: `benchmarks/out/cartpole_sample_efficiency.json`; "
-        "plot: `benchmarks/out/cartpole_sample_efficiency.png`.\n\n"
+        f"Raw curves: `benchmarks/out/{stem}.json`; plot: `benchmarks/out/{stem}.png`.\n\n"
         + "\n".join(table(summaries))
         + "\n\nPer seed, reached 475 and stayed from (environment steps, training seconds to it):\n\n"
         + "\n".join(seed_table(runs, algos))
@@ -222,10 +229,11 @@ def report() -> None:
         "evaluation at or above 475 after which every later one stays there. gumbel: the `CartPole-v1` entry of "
         "`sb3_frontier/zoo_configs/muzero.yml` (Gumbel MuZero, 8 simulations); muzero: the same entry with "
         + ", ".join(f"`{key}={value!r}`" for key, value in ALGOS["muzero"][2].items())
+        + "; gumbel-bf16: the gumbel entry with `training_precision='bfloat16'`"
         + "; PPO and DQN: rl-zoo3's tuned `ppo.yml`/`dqn.yml`. Evaluation time is excluded from the wall-clock"
         + (f"; {jobs} runs at a time, each in its own process on its own core." if jobs > 1 else ".")
     )
-    update_results_section("bench_cartpole", section)
+    update_results_section(name, section)
     print(section)
 
 

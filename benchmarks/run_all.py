@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench_wrappers",
     "bench_mcts",
     "bench_atari",
+    "bench_atari_speedup",
     "bench_cartpole",
     "bench_tictactoe",
     "bench_memory",

@@ -3,8 +3,9 @@
 bfloat16 keeps float32's exponent range (no loss scaling is needed, unlike float16) with an 8-bit significand:
 matrix products and convolutions read bfloat16 copies of their inputs and weights and accumulate in float32, while
 the parameters, their gradients and the optimizer state stay float32. On a CPU with native bfloat16 instructions
-(AVX512-BF16 or AMX) a convolution runs at up to twice float32's rate; without them oneDNN emulates bfloat16 and it is
-slower than float32, so :func:`check_training_precision` warns. On CUDA it needs compute capability 8.0 or newer.
+(AVX512-BF16 or AMX) convolutions run faster: MuZero's Atari gradient step (batch 64, five-step unrolls, one thread)
+took 107 ms against 191 ms in float32 on an AVX512-BF16 CPU. Without them oneDNN emulates bfloat16, slower than
+float32, so :func:`check_training_precision` warns. On CUDA it needs compute capability 8.0 or newer.
 
 Autocast is thread-local: a loss function that worker threads run (``ShardedGradient``) must enter it itself, which is
 what :func:`autocast` is for.
