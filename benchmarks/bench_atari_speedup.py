@@ -70,8 +70,11 @@ def child(tree: str | None, steps: int, n_envs: int, options: dict[str, Any]) ->
     }
 
 
-def fresh_process_rate(tree: str | None, steps: int, n_envs: int, options: dict[str, Any]) -> Callable[[], float]:
-    """A measure that runs :func:`child` in a new Python process and returns its env steps/s."""
+def fresh_process_rate(
+    tree: str | None, steps: int, n_envs: int, options: dict[str, Any], gradient_steps: set[int]
+) -> Callable[[], float]:
+    """A measure that runs :func:`child` in a new Python process and returns its env steps/s; each run's gradient
+    step count goes into ``gradient_steps`` (the sides of a row must do the same work)."""
 
     def measure() -> float:
         command = [sys.executable, "-m", "benchmarks.bench_atari_speedup", "--child", json.dumps(options)]
@@ -82,6 +85,9 @@ def fresh_process_rate(tree: str | None, steps: int, n_envs: int, options: dict[
         expected = str(Path(tree, "sb3_frontier").resolve()) if tree else str(REPO / "sb3_frontier")
         if result["library"] != expected:
             raise RuntimeError(f"the run imported {result['library']}, not {expected}")
+        gradient_steps.add(int(result["gradient_steps"]))
+        if len(gradient_steps) > 1:
+            raise RuntimeError(f"the two sides of a row took different numbers of gradient steps: {sorted(gradient_steps)}")
         return float(result["env_steps_per_s"])
 
     return measure
@@ -107,12 +113,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix=f"sb3-frontier-{commit}-") as parent:
         tree = str(Path(parent, commit))
         subprocess.run(["git", "worktree", "add", "--detach", tree, commit], cwd=REPO, check=True, capture_output=True)
+        gradient_steps: dict[str, set[int]] = {row: set() for row in args.rows}
         try:
             pairs = [
                 Pair(
                     f"MuZero, 50 simulations, {row}: Pong-v5 learn({args.steps}), {args.n_envs} envs, cpu",
-                    fresh_process_rate(None, args.steps, args.n_envs, ROWS[row]),
-                    fresh_process_rate(tree, args.steps, args.n_envs, {}),
+                    fresh_process_rate(None, args.steps, args.n_envs, ROWS[row], gradient_steps[row]),
+                    fresh_process_rate(tree, args.steps, args.n_envs, {}, gradient_steps[row]),
                     "env steps/s",
                     ours_label=f"current, {row}",
                     peer_label=f"{commit}, in-process",
@@ -126,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"The whole training loop of {args.steps} environment steps (learning from step {args.steps // 4}, batches of "
         f"64 five-step unrolls, one gradient step per VecEnv step once the replay holds a finished segment), each run "
         f"in a fresh process with one torch thread per Python thread, the current code beside that of {commit} "
-        "(checked out with `git worktree`); each row measures both sides again, alternating. bfloat16 training: "
+        "(checked out with `git worktree`); each row measures both sides again, alternating, and both took "
+        + ", ".join(f"{steps:,}" for steps in sorted(set().union(*gradient_steps.values())))
+        + " gradient steps per run. bfloat16 training: "
         "`training_precision='bfloat16'` (the training unroll under `torch.autocast`, loss and optimizer in float32); "
         "it pays on a CPU with native bfloat16 instructions (this one's flags: "
         f"{cpu_bf16_flags() or 'none'})."

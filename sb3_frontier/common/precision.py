@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from contextlib import AbstractContextManager
 
 import torch as th
 
@@ -54,7 +53,7 @@ def check_training_precision(precision: str, device: th.device | None = None) ->
     return dtype
 
 
-def autocast(device: th.device, dtype: th.dtype | None) -> AbstractContextManager[object]:
+def autocast(device: th.device, dtype: th.dtype | None) -> contextlib.AbstractContextManager[object]:
     """
     ``torch.autocast`` to ``dtype`` on ``device``'s type for a block, or nothing when ``dtype`` is None.
 

@@ -149,7 +149,9 @@ class MuZero(ReplayAlgorithm):
     :param training_precision: ``"float32"``, or ``"bfloat16"``: the training unroll's forward pass runs under
         ``torch.autocast`` in bfloat16, the loss, gradients, parameters and optimizer in float32
         (:mod:`~sb3_frontier.common.precision`). Faster on hardware with native bfloat16 (a CPU with AVX512-BF16 or
-        AMX, a recent GPU; elsewhere a warning says it is emulated); the search and the value bootstrap stay float32
+        AMX, a recent GPU; elsewhere a warning says it is emulated); the search and the value bootstrap stay float32.
+        For convolutional networks where training dominates (Atari); a small MLP gains little and its rounded hidden
+        state can cost learning (CartPole: 3 of 5 seeds stayed at 475 against 5 of 5, benchmarks/results.md)
     :param segment_length: sampleable positions per stored segment of a long game
     :param two_player: board-game mode: self-play of both sides, value targets are the final outcome for the
         player to move, rewards are zero and the search flips perspective every ply (needs ``gamma=1``)
