@@ -14,6 +14,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import SimpleMultiObsEnv
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_frontier import MuZero
@@ -23,6 +24,7 @@ from sb3_frontier.algorithms.muzero.reanalyze import apply_reanalyzed, reanalyze
 from sb3_frontier.algorithms.muzero.replay import GameSegment, MuZeroReplayBuffer
 from sb3_frontier.envs import register_envs
 from sb3_frontier.policies.torsos import min_max_scale, scale_gradient
+from tests.muzero_helpers import small_model
 
 th.set_num_threads(1)
 register_envs()
@@ -536,17 +538,57 @@ def test_dynamics_gradient_is_halved_after_each_recurrent_step_as_in_the_pseudoc
     # Our unroll, from a root hidden state we hold (the representation's output made a leaf).
     for step in (1, 2, 3):
         root = policy.representation(obs).detach().requires_grad_(True)
-        initial = policy.initial_inference
-        policy.initial_inference = lambda _obs, root=root: (root, *policy.prediction(root))
+        representation = policy.representation
+        policy.representation = lambda _obs, root=root: root
         try:
             _, value_logits, _ = losses_module.unroll(policy, batch)
         finally:
-            policy.initial_inference = initial
+            policy.representation = representation
         value_logits[:, step].sum().backward()
         reference = gradient_on_root_hidden(step, [1.0] + [0.5] * (step - 1))
         th.testing.assert_close(root.grad, reference)
         wrong = gradient_on_root_hidden(step, [0.5] * step)  # scaling before every dynamics call, the first included
         assert not th.allclose(wrong, reference)
+
+
+@pytest.mark.parametrize("policy_name", ["MlpPolicy", "CnnPolicy"])
+def test_unroll_batches_the_prediction_and_matches_step_by_step_inference(policy_name: str):
+    """The unroll's one prediction call on the K+1 stacked hidden states gives the outputs and gradients of the
+    pseudocode's loop (initial_inference, then recurrent_inference and the gradient halving per step)."""
+    from sb3_frontier.algorithms.muzero import losses as losses_module
+
+    model = small_model(policy_name, seed=0)
+    policy = model.policy
+    batch = model.replay_buffer.sample(8, np.random.default_rng(0))
+    obs = obs_as_tensor(batch.observations, policy.device)
+    actions = th.as_tensor(batch.actions)
+    params = [param for param in policy.parameters() if param.requires_grad]
+
+    def outputs_and_gradient(logits: tuple[th.Tensor, th.Tensor, th.Tensor]) -> tuple[list[th.Tensor], list[th.Tensor]]:
+        # a loss that weighs every output and step differently, so that a swapped step or sample changes the gradient
+        scalar = th.zeros(())
+        for index, part in enumerate(logits):
+            bins = th.randn(part.shape[-1], generator=th.Generator().manual_seed(index))
+            scalar = scalar + ((part * bins).sum(-1) * th.arange(1.0, part.shape[1] + 1)).sum()
+        policy.zero_grad()
+        scalar.backward()
+        return [part.detach() for part in logits], [param.grad.clone() for param in params]
+
+    hidden, policy_logits, value_logits = policy.initial_inference(obs)
+    all_policy, all_value, all_reward = [policy_logits], [value_logits], []
+    for k in range(actions.shape[1]):
+        hidden, reward_logits, policy_logits, value_logits = policy.recurrent_inference(hidden, actions[:, k])
+        hidden = scale_gradient(hidden, losses_module.DYNAMICS_GRADIENT_SCALE)
+        all_policy.append(policy_logits)
+        all_value.append(value_logits)
+        all_reward.append(reward_logits)
+    reference = outputs_and_gradient((th.stack(all_policy, 1), th.stack(all_value, 1), th.stack(all_reward, 1)))
+    batched = outputs_and_gradient(losses_module.unroll(policy, batch))
+    # the same products per sample, summed in another order by larger convolutions and matrix products: float32
+    # rounding of sums of a few hundred terms of order 1
+    tolerance = 256 * float(np.finfo(np.float32).eps)
+    for ours, theirs in zip(batched[0] + batched[1], reference[0] + reference[1], strict=True):
+        th.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance * float(theirs.abs().max()))
 
 
 def test_two_player_needs_gamma_one_and_uses_known_bounds():
@@ -674,3 +716,33 @@ def test_gradient_threads_give_the_whole_batch_gradient_and_train():
         th.testing.assert_close(p.grad, g, rtol=0, atol=1e3 * eps * max(g.abs().max().item(), 1e-12))
     with pytest.raises(ValueError, match="gradient_threads"):
         MuZero("MlpPolicy", "CartPole-v1", gradient_threads=0)
+
+
+def test_cnn_kernels_are_channels_last_on_the_cpu_through_copies_and_loading(tmp_path):
+    """The residual CNN's kernels match its channels-last activations (no per-call kernel copy), stay so through
+    deepcopy, ``.to("cpu")`` and save/load, and give the network's outputs of the default layout."""
+    import copy
+
+    model = small_model("CnnPolicy", seed=0)
+    policy = model.policy
+    kernels = [param for param in policy.parameters() if param.dim() == 4]
+    assert kernels and all(k.is_contiguous(memory_format=th.channels_last) for k in kernels)
+    obs = obs_as_tensor(model.replay_buffer.sample(8, np.random.default_rng(0)).observations, policy.device)
+    with th.no_grad():
+        channels_last_out = policy.initial_inference(obs)
+        plain = copy.deepcopy(policy)
+        for param in plain.parameters():
+            if param.dim() == 4:
+                param.data = param.data.contiguous()
+        default_out = plain.initial_inference(obs)
+    for ours, theirs in zip(channels_last_out, default_out, strict=True):
+        # the same convolutions, oneDNN's other kernel order: float32 rounding of sums of a few hundred terms
+        tolerance = 256 * float(np.finfo(np.float32).eps)
+        th.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance * float(theirs.abs().max()))
+    moved = copy.deepcopy(policy).to("cpu")
+    assert all(k.is_contiguous(memory_format=th.channels_last) for k in moved.parameters() if k.dim() == 4)
+    model.save(tmp_path / "cnn")
+    loaded = MuZero.load(tmp_path / "cnn", device="cpu")
+    assert all(k.is_contiguous(memory_format=th.channels_last) for k in loaded.policy.parameters() if k.dim() == 4)
+    for ours, theirs in zip(policy.state_dict().values(), loaded.policy.state_dict().values(), strict=True):
+        assert th.equal(ours, theirs)

@@ -5,24 +5,17 @@ from __future__ import annotations
 
 import threading
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_frontier import MuZero
 from sb3_frontier.algorithms.muzero.losses import muzero_loss
 from sb3_frontier.common import precision
 from sb3_frontier.common.precision import autocast, check_training_precision
-from sb3_frontier.envs import register_envs
+from tests.muzero_helpers import cartpole_muzero, small_model
 
 BF16_EPS = th.finfo(th.bfloat16).eps  # 2**-7: bfloat16 keeps 8 significant bits
-
-
-def cartpole_muzero(**kwargs) -> MuZero:
-    kwargs = {"learning_starts": 10_000, "batch_size": 32, "num_simulations": 4, "seed": 0, **kwargs}
-    return MuZero("MlpPolicy", gym.make("CartPole-v1"), **kwargs)
 
 
 def test_check_training_precision_names_and_warns_where_bfloat16_is_emulated(monkeypatch):
@@ -43,23 +36,6 @@ def test_autocast_runs_products_in_the_dtype_and_nothing_without_one():
         assert layer(x).dtype == th.bfloat16
     with autocast(th.device("cpu"), None):
         assert layer(x).dtype == th.float32
-
-
-def small_model(policy: str, seed: int) -> MuZero:
-    """A fresh network on CartPole (MLP) or MinAtar Breakout (the residual CNN), its replay filled, no update made."""
-    if policy == "MlpPolicy":
-        model = cartpole_muzero(seed=seed)
-        model.learn(300)
-        return model
-    register_envs()
-    env = make_vec_env("MinAtar/Breakout-v1", n_envs=2, seed=seed)
-    cnn = dict(channels=8, n_blocks=1, head_channels=4, head_hidden=[16])
-    model = MuZero(
-        "CnnPolicy", env, learning_starts=10**6, batch_size=16, num_simulations=2, buffer_size=5000,
-        segment_length=20, seed=seed, policy_kwargs=cnn,
-    )  # fmt: skip
-    model.learn(200)
-    return model
 
 
 @pytest.mark.parametrize("policy", ["MlpPolicy", "CnnPolicy"])

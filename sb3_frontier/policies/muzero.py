@@ -24,6 +24,7 @@ from sb3_frontier.policies.torsos import (
     ResidualBlock,
     conv3x3,
     cpu_channels_last,
+    cpu_channels_last_weights,
     min_max_scale,
     mlp,
 )
@@ -338,6 +339,13 @@ class MuZeroCnnPolicy(MuZeroPolicy):
             )
         )
         return data
+
+    def _apply(self, fn: Any, recurse: bool = True) -> MuZeroCnnPolicy:
+        # Every move or cast (``.to(device)``, ``.cpu()``, ``share_memory()``) goes through _apply: re-lay the kernels
+        # for the device they land on (see cpu_channels_last_weights).
+        super()._apply(fn, recurse)
+        cpu_channels_last_weights(self)
+        return self
 
     def encode_actions(self, hidden: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """One-hot action planes: [B] -> [B, A, h, w] (the paper tiles the one-hot action into planes)."""

@@ -86,6 +86,25 @@ def cpu_channels_last(x: th.Tensor) -> th.Tensor:
     return x.contiguous(memory_format=th.channels_last) if x.is_cpu else x
 
 
+def cpu_channels_last_weights(module: nn.Module) -> None:
+    """
+    Lay out ``module``'s convolution kernels (its 4-D parameters) channels-last where they live on the CPU, and in the
+    default layout elsewhere, in place (the same Parameter objects, so an optimizer built on them still holds them).
+
+    A channels-last input (:func:`cpu_channels_last`) convolved with a default-layout kernel makes PyTorch copy the
+    kernel into the input's layout at every call, forward and backward: in a search of small batches those copies
+    are a tenth of the network's time.
+
+    :param module: the network
+    """
+    for parameter in module.parameters():
+        if parameter.dim() != 4:
+            continue
+        layout = th.channels_last if parameter.is_cpu else th.contiguous_format
+        if not parameter.is_contiguous(memory_format=layout):
+            parameter.data = parameter.data.contiguous(memory_format=layout)
+
+
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     """A 3x3 convolution with padding 1."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)

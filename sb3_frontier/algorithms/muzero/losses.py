@@ -33,6 +33,11 @@ def unroll(policy: MuZeroPolicy, batch: MuZeroBatch) -> tuple[th.Tensor, th.Tens
     """
     Unroll the network K steps from the batch's observations along its actions.
 
+    The dynamics function runs step by step (each hidden state is the previous one's successor); the prediction
+    function, which reads each hidden state alone, runs once on the K+1 states stacked into one batch: the same
+    outputs and gradients as K+1 calls of batch B (the networks hold no batch statistics), in a sixth of the
+    small operations and with larger convolutions.
+
     :param policy: the network
     :param batch: the sampled unrolls
     :return: policy logits ``[B, K+1, A]``, value logits ``[B, K+1, value bins]``, reward logits
@@ -40,15 +45,20 @@ def unroll(policy: MuZeroPolicy, batch: MuZeroBatch) -> tuple[th.Tensor, th.Tens
     """
     device = policy.device
     actions = th.as_tensor(batch.actions, device=device)
-    hidden, policy_logits, value_logits = policy.initial_inference(obs_as_tensor(batch.observations, device))
-    all_policy, all_value, all_reward = [policy_logits], [value_logits], []
-    for k in range(actions.shape[1]):
-        hidden, reward_logits, policy_logits, value_logits = policy.recurrent_inference(hidden, actions[:, k])
-        hidden = scale_gradient(hidden, DYNAMICS_GRADIENT_SCALE)
-        all_policy.append(policy_logits)
-        all_value.append(value_logits)
+    n_samples, k_steps = actions.shape
+    hidden = policy.representation(obs_as_tensor(batch.observations, device))
+    states, all_reward = [hidden], []
+    for k in range(k_steps):
+        hidden, reward_logits = policy.dynamics(hidden, actions[:, k])
+        states.append(hidden)  # the prediction heads read the state unscaled (the pseudocode's order)
         all_reward.append(reward_logits)
-    return th.stack(all_policy, dim=1), th.stack(all_value, dim=1), th.stack(all_reward, dim=1)
+        hidden = scale_gradient(hidden, DYNAMICS_GRADIENT_SCALE)
+    policy_logits, value_logits = policy.prediction(th.cat(states))  # [(K+1) * B, ...], step-major
+
+    def per_sample(logits: th.Tensor) -> th.Tensor:
+        return logits.view(k_steps + 1, n_samples, -1).transpose(0, 1)
+
+    return per_sample(policy_logits), per_sample(value_logits), th.stack(all_reward, dim=1)
 
 
 def muzero_loss(
