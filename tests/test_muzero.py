@@ -739,7 +739,7 @@ def test_cnn_kernels_are_channels_last_on_the_cpu_through_copies_and_loading(tmp
         # the same convolutions, oneDNN's other kernel order: float32 rounding of sums of a few hundred terms
         tolerance = 256 * float(np.finfo(np.float32).eps)
         th.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance * float(theirs.abs().max()))
-    moved = copy.deepcopy(policy).to("cpu")
+    moved = plain.to("cpu")  # every move re-lays the kernels for the device they land on
     assert all(k.is_contiguous(memory_format=th.channels_last) for k in moved.parameters() if k.dim() == 4)
     model.save(tmp_path / "cnn")
     loaded = MuZero.load(tmp_path / "cnn", device="cpu")

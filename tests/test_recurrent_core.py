@@ -33,6 +33,8 @@ def test_images_enter_the_convolutions_channels_last_with_the_same_features(tors
     obs = th.as_tensor(np.stack([space.sample() for _ in range(6)])).reshape(2, 3, *shape)  # [T, B, ...]
     features = policy.core_inputs(obs)
     assert layouts == [True]
+    kernels = [param for param in policy.parameters() if param.dim() == 4]
+    assert kernels and all(k.is_contiguous(memory_format=th.channels_last) for k in kernels)  # no copy per call
     assert features.shape == (2, 3, policy.torso_dim)
 
     # The same features through the torso in the default layout (float32 rounding of a different summation order).

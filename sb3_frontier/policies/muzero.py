@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_frontier.policies.torsos import (
+    ChannelsLastKernels,
     DownSample,
     ImageExtractor,
     ResidualBlock,
@@ -245,7 +246,7 @@ class MuZeroPolicy(BasePolicy):
         return th.distributions.Categorical(logits=policy_logits).sample()
 
 
-class MuZeroCnnPolicy(MuZeroPolicy):
+class MuZeroCnnPolicy(ChannelsLastKernels, MuZeroPolicy):
     """
     MuZero networks with residual convolutional torsos (``"CnnPolicy"``), the paper's design at CPU-sized widths.
 
@@ -324,6 +325,7 @@ class MuZeroCnnPolicy(MuZeroPolicy):
         self.value_conv = nn.Conv2d(c, self.head_channels, kernel_size=1)
         self.value_mlp = mlp(flat, self.head_hidden, None, self.activation_fn)
         self.value_head = nn.Linear(head_dim, self.value_support.n_bins)
+        cpu_channels_last_weights(self)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -339,13 +341,6 @@ class MuZeroCnnPolicy(MuZeroPolicy):
             )
         )
         return data
-
-    def _apply(self, fn: Any, recurse: bool = True) -> MuZeroCnnPolicy:
-        # Every move or cast (``.to(device)``, ``.cpu()``, ``share_memory()``) goes through _apply: re-lay the kernels
-        # for the device they land on (see cpu_channels_last_weights).
-        super()._apply(fn, recurse)
-        cpu_channels_last_weights(self)
-        return self
 
     def encode_actions(self, hidden: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """One-hot action planes: [B] -> [B, A, h, w] (the paper tiles the one-hot action into planes)."""

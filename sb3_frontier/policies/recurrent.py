@@ -23,7 +23,7 @@ from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtr
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from sb3_frontier.policies.torsos import ImpalaCnn, cpu_channels_last, mlp
+from sb3_frontier.policies.torsos import ChannelsLastKernels, ImpalaCnn, cpu_channels_last, cpu_channels_last_weights, mlp
 from sb3_frontier.wrappers.previous_action_reward import OBSERVATION, PREV_ACTION, PREV_REWARD, has_previous_action_reward
 
 LSTMState = tuple[th.Tensor, th.Tensor]
@@ -114,7 +114,7 @@ def batch_size_of(obs: PyTorchObs) -> int:
     return int(leaf.shape[0])
 
 
-class RecurrentCorePolicy(BasePolicy):
+class RecurrentCorePolicy(ChannelsLastKernels, BasePolicy):
     """
     Torso -> (previous action and reward) -> LSTM, the part of the network R2D2 and IMPALA share; subclasses add
     their heads on :attr:`core_dim` features and create the optimizer.
@@ -173,6 +173,7 @@ class RecurrentCorePolicy(BasePolicy):
         self.n_actions = int(action_space.n)
         self.base_space = base_space(observation_space)
         self.torso = self._make_torso()
+        cpu_channels_last_weights(self)
         inputs = self.torso_dim + (self.n_actions + 1 if previous_action_reward else 0)
         self.lstm = nn.LSTM(inputs, lstm_hidden_size) if lstm_hidden_size > 0 else None
         #: features the heads read

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch as th
@@ -103,6 +103,20 @@ def cpu_channels_last_weights(module: nn.Module) -> None:
         layout = th.channels_last if parameter.is_cpu else th.contiguous_format
         if not parameter.is_contiguous(memory_format=layout):
             parameter.data = parameter.data.contiguous(memory_format=layout)
+
+
+class ChannelsLastKernels(nn.Module):
+    """
+    Mixin for networks whose convolutions read channels-last inputs on the CPU (:func:`cpu_channels_last`): every
+    move or cast (``.to(device)``, ``.cpu()``, ``share_memory()``) goes through ``_apply``, which then re-lays the
+    kernels for the device they landed on (:func:`cpu_channels_last_weights`). A network using it also calls that
+    function once its convolutions are built (a policy constructed on the CPU and never moved).
+    """
+
+    def _apply(self, fn: Callable[[th.Tensor], th.Tensor], recurse: bool = True) -> ChannelsLastKernels:
+        super()._apply(fn, recurse)
+        cpu_channels_last_weights(self)
+        return self
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

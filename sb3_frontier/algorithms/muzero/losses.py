@@ -35,8 +35,8 @@ def unroll(policy: MuZeroPolicy, batch: MuZeroBatch) -> tuple[th.Tensor, th.Tens
 
     The dynamics function runs step by step (each hidden state is the previous one's successor); the prediction
     function, which reads each hidden state alone, runs once on the K+1 states stacked into one batch: the same
-    outputs and gradients as K+1 calls of batch B (the networks hold no batch statistics), in a sixth of the
-    small operations and with larger convolutions.
+    outputs and gradients as K+1 calls of batch B (the networks hold no batch statistics), in K+1 times fewer
+    prediction calls, each with larger convolutions.
 
     :param policy: the network
     :param batch: the sampled unrolls
