@@ -1060,3 +1060,44 @@ def test_bench_models_match_their_definition(name: str) -> None:
     if spec.hidden == "minmax":  # the paper's scaling: every hidden state spans [0, 1]
         np.testing.assert_array_equal(embedding.min(axis=1), 0.0)
         np.testing.assert_array_equal(embedding.max(axis=1), 1.0)
+
+
+def test_exp_nonpositive_is_within_two_ulp_of_exp_and_the_priors_match_numpy_softmax() -> None:
+    """The kernels' vectorisable exp against numpy's over [-708, 0] (2 ulp: float64's rounding of the Taylor sum,
+    bounded by construction), at the ends of its range, and the softmax priors it gives against numpy's."""
+    import numba
+
+    from sb3_frontier.algorithms.muzero import _tree
+
+    @numba.njit
+    def apply(x: np.ndarray, out: np.ndarray) -> None:
+        for i in range(x.size):
+            out[i] = _tree.exp_nonpositive(x[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-rng.uniform(0, 708, 100_000), -np.logspace(-300, np.log10(708), 10_000), [0.0, -0.0, -708.0]])
+    got = np.empty_like(x)
+    apply(x, got)
+    want = np.exp(x)
+    assert np.all(np.abs(got - want) <= 2 * np.spacing(want))
+    tiny = np.array([-708.5, -745.0, -746.0, -1e300, -np.inf])
+    out = np.empty_like(tiny)
+    apply(tiny, out)
+    assert np.all((out >= 0) & (out < np.finfo(np.float64).tiny)), out
+    # The root prior of a search is the softmax of the logits (no noise): numpy's to float64 rounding.
+    logits = rng.normal(scale=5.0, size=(8, 18))
+    root = mcts.RootFnOutput(
+        prior_logits=torch.from_numpy(logits), value=torch.zeros(8, dtype=torch.float64), embedding=torch.zeros(8, 3)
+    )
+
+    def model(embedding: Any, action: Any) -> Any:
+        n = embedding.shape[0]
+        out = mcts.RecurrentFnOutput(torch.zeros(n), torch.ones(n), torch.from_numpy(logits[:n]), torch.zeros(n))
+        return out, embedding
+
+    result = mcts.muzero_policy(root, model, 4, dirichlet_fraction=0.0, rng=np.random.default_rng(0))
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(result.root_prior, z / z.sum(axis=1, keepdims=True), rtol=64 * np.finfo(np.float64).eps, atol=0)
+    np.testing.assert_allclose(
+        result.tree.prior[:, 1], z / z.sum(axis=1, keepdims=True), rtol=64 * np.finfo(np.float64).eps, atol=0
+    )

@@ -37,7 +37,7 @@ import math
 import numba
 import numpy as np
 
-from sb3_frontier.algorithms.muzero._tree import UNEXPANDED, _gather_parents, _non_finite_output
+from sb3_frontier.algorithms.muzero._tree import UNEXPANDED, _gather_parents, _non_finite_output, exp_nonpositive
 
 # Field indices of the packed arrays (see the module docstring).
 PRIOR, Q = 0, 1  # edge_f
@@ -313,7 +313,7 @@ def _expand(
             logit_max = max(logit_max, float(net_logits[b, a]))
         total = 0.0
         for a in range(num_actions):
-            p = math.exp(float(net_logits[b, a]) - logit_max)
+            p = exp_nonpositive(float(net_logits[b, a]) - logit_max)
             edge_f[b, new_node, a, PRIOR] = p
             total += p
         # Every child of the new node is unvisited: its unvisited statistics (what rescan_unvisited would find) come
