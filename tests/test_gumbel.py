@@ -722,3 +722,67 @@ def test_non_finite_network_outputs_raise(name: str) -> None:
         gumbel.gumbel_muzero_policy(
             model.root(2, 0), lambda e, a: (model(e, a)[0]._replace(**{name: np.zeros((2, 7))}), model(e, a)[1]), 3
         )
+
+
+def _poisoned_empty(original: Any) -> Any:
+    """``np.empty`` that fills its arrays with values no search writes (NaN, -7, True), so that a field the kernels
+    read before writing, or leave unwritten, changes the result."""
+
+    def empty(shape: Any, dtype: Any = float, **kwargs: Any) -> np.ndarray:
+        out = original(shape, dtype=dtype, **kwargs)
+        kind = np.dtype(dtype).kind
+        out.fill(np.nan if kind == "f" else True if kind == "b" else -7)
+        return out
+
+    return empty
+
+
+@pytest.mark.parametrize("search", ["gumbel", "muzero"])
+@pytest.mark.parametrize("max_depth", [None, 1, 2])
+def test_trees_are_written_whole_from_uninitialised_storage(
+    monkeypatch: pytest.MonkeyPatch, search: str, max_depth: int | None
+) -> None:
+    """The searches allocate their trees with ``np.empty`` and the kernels write every entry (the roots at set-up,
+    each node when created, the nodes a depth-limited search never created at the end): poisoned storage gives the
+    same outputs and trees as zeroed storage, and the nodes never created hold their initial values."""
+    model = MLPModel(4, "mixed", seed=2)
+    root = model.root(5, seed=3)
+    legal = ~_random_invalid(np.random.default_rng(1), 5, 4)
+
+    def run() -> mcts.SearchOutput:
+        kwargs: dict[str, Any] = dict(invalid_actions=~legal, rng=np.random.default_rng(0), max_depth=max_depth)
+        if search == "gumbel":
+            return gumbel.gumbel_muzero_policy(root, model, 12, max_num_considered_actions=4, **kwargs)
+        return mcts.muzero_policy(root, model, 12, **kwargs)
+
+    zeroed = np.empty
+    monkeypatch.setattr(np, "empty", lambda shape, dtype=float, **kw: np.zeros(shape, dtype=dtype, **kw))
+    clean = run()
+    monkeypatch.setattr(np, "empty", _poisoned_empty(zeroed))
+    poisoned = run()
+    monkeypatch.setattr(np, "empty", zeroed)
+    for name in (
+        "action",
+        "action_weights",
+        "visit_counts",
+        "visit_probs",
+        "search_value",
+        "root_q",
+        "root_prior",
+        "max_depth",
+    ):
+        np.testing.assert_array_equal(getattr(poisoned, name), getattr(clean, name), err_msg=name)
+    for name in mcts.SearchTree._fields:
+        if name != "embeddings":
+            np.testing.assert_array_equal(
+                np.asarray(getattr(poisoned.tree, name)), np.asarray(getattr(clean.tree, name)), err_msg=name
+            )
+    tree = poisoned.tree
+    created = tree.visits > 0
+    created[:, 0] = True
+    if max_depth is not None:
+        assert not created.all()  # some simulations stopped at an existing node
+    never = ~created
+    assert np.all(tree.parents[never] == -1) and np.all(tree.action_from_parent[never] == -1)
+    assert np.all(tree.children[never] == -1) and np.all(tree.prior[never] == 0) and np.all(tree.child_visits[never] == 0)
+    assert np.all(tree.discount[never] == 1) and np.all(tree.value_sum[never] == 0) and np.all(tree.raw_value[never] == 0)

@@ -286,7 +286,8 @@ def _expand(
     Create node ``sim + 1`` of every tree from the network's outputs: its embedding, the reward and discount of its
     edge, its value and its prior = softmax(logits) over all actions (interior nodes are not masked), every child
     unvisited; the parent records the new child as visited and rescans its unvisited children. Trees whose simulation
-    stopped at ``max_depth`` get no new node.
+    stopped at ``max_depth`` get no new node. Every field of the new node and its edges is written here (the arrays
+    are not initialised beforehand; :func:`finish` fills the nodes no simulation created).
     """
     batch_size, _, num_actions, _ = edge_f.shape
     new_node = sim + 1
@@ -302,9 +303,12 @@ def _expand(
         edge_i[b, parent, num_visited, VISITED] = action
         node_i[b, parent, NUM_VISITED] = num_visited + 1
         rescan_unvisited(b, parent, edge_f, edge_i, node_f, node_i, root_legal)
+        node_i[b, new_node, VISITS] = 0
         node_i[b, new_node, PARENT] = parent
         node_i[b, new_node, ACTION] = action
         node_i[b, new_node, DEPTH] = node_i[b, parent, DEPTH] + 1
+        node_i[b, new_node, NUM_VISITED] = 0
+        node_f[b, new_node, VALUE_SUM] = 0.0
         node_f[b, new_node, REWARD] = net_reward[b]
         node_f[b, new_node, DISCOUNT] = net_discount[b]
         node_f[b, new_node, RAW_VALUE] = net_value[b]
@@ -315,6 +319,9 @@ def _expand(
         for a in range(num_actions):
             p = exp_nonpositive(float(net_logits[b, a]) - logit_max)
             edge_f[b, new_node, a, PRIOR] = p
+            edge_f[b, new_node, a, Q] = 0.0
+            edge_i[b, new_node, a, CHILD] = UNEXPANDED
+            edge_i[b, new_node, a, CHILD_VISITS] = 0
             total += p
         # Every child of the new node is unvisited: its unvisited statistics (what rescan_unvisited would find) come
         # out of the normalisation, with no call (whose array arguments numba would reference-count).
@@ -412,23 +419,154 @@ def expand_backup_select(
 
 
 @numba.njit(cache=True, error_model="numpy")
-def root_completed_q(
+def init_roots(
+    root_logits: np.ndarray,  # [B, A] float
+    root_value: np.ndarray,  # [B] float
+    root_legal: np.ndarray,  # [B, A] bool
+    noise: np.ndarray,  # [B, A] float64: gumbel_scale * G
     edge_f: np.ndarray,  # [B, N, A, 2] float64
     edge_i: np.ndarray,  # [B, N, A, 3] int32
     node_f: np.ndarray,  # [B, N, 5] float64
     node_i: np.ndarray,  # [B, N, 7] int32
+    root_logits_shifted: np.ndarray,  # [B, A] float64, out
+    root_score: np.ndarray,  # [B, A] float64, out
+    considered: np.ndarray,  # [B, S] int64
     value_scale: float,
     maxvisit_init: float,
-    completed: np.ndarray,  # [B, A] float64, out
-    sigma: np.ndarray,  # [B, A] float64, out
+    max_depth: int,
+    sim_index: np.ndarray,  # [4, S, B] int64
+    path: np.ndarray,  # [B, N] int64
+    store: np.ndarray,  # [B, N, E]
+    gather: np.ndarray,  # [B, E]
 ) -> None:
     """
-    Every root's completed Q-values ``q(a)`` (Q for visited children, ``v_mix`` for the others, illegal ones included)
-    and ``sigma(q(a))``, with the numbers the root's selection uses (:func:`node_statistics`).
+    Set up every root and select the first simulation's leaves (the tree arrays are not initialised beforehand).
+
+    The root logits shifted so that the largest legal one is 0 (illegal ones: -inf); the root prior
+    ``softmax(logits)`` over the legal actions (0 on illegal ones); ``root_score = g + logits`` (illegal: -inf); the
+    root node: value sum 0, reward 0, discount 1, the network's value, no visits, parent and action -1, depth 0.
     """
-    for b in range(edge_f.shape[0]):
-        _, mixed_value, q_min, _, coef = node_statistics(b, 0, edge_f, edge_i, node_f, node_i, value_scale, maxvisit_init)
-        for a in range(edge_f.shape[2]):
+    batch_size, _, num_actions, _ = edge_f.shape
+    for b in range(batch_size):
+        logit_max = -np.inf
+        for a in range(num_actions):
+            if root_legal[b, a]:
+                logit_max = max(logit_max, float(root_logits[b, a]))
+        total = 0.0
+        for a in range(num_actions):
+            legal = root_legal[b, a]
+            shifted = float(root_logits[b, a]) - logit_max if legal else -np.inf
+            root_logits_shifted[b, a] = shifted
+            root_score[b, a] = noise[b, a] + shifted if legal else -np.inf
+            p = exp_nonpositive(shifted) if legal else 0.0
+            edge_f[b, 0, a, PRIOR] = p
+            edge_f[b, 0, a, Q] = 0.0
+            edge_i[b, 0, a, CHILD] = UNEXPANDED
+            edge_i[b, 0, a, CHILD_VISITS] = 0
+            total += p
+        for a in range(num_actions):
+            edge_f[b, 0, a, PRIOR] /= total
+        node_f[b, 0, VALUE_SUM] = 0.0
+        node_f[b, 0, REWARD] = 0.0
+        node_f[b, 0, DISCOUNT] = 1.0
+        node_f[b, 0, RAW_VALUE] = root_value[b]
+        node_i[b, 0, VISITS] = 0
+        node_i[b, 0, PARENT] = -1
+        node_i[b, 0, ACTION] = -1
+        node_i[b, 0, DEPTH] = 0
+        node_i[b, 0, NUM_VISITED] = 0
+    select_leaves(
+        edge_f, edge_i, node_f, node_i, root_legal, root_score, considered, value_scale, maxvisit_init, max_depth, 0,
+        sim_index, path, store, gather,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, error_model="numpy")
+def finish(
+    edge_f: np.ndarray,  # [B, N, A, 2] float64
+    edge_i: np.ndarray,  # [B, N, A, 3] int32
+    node_f: np.ndarray,  # [B, N, 5] float64
+    node_i: np.ndarray,  # [B, N, 7] int32
+    root_legal: np.ndarray,  # [B, A] bool
+    root_logits_shifted: np.ndarray,  # [B, A] float64
+    root_score: np.ndarray,  # [B, A] float64
+    value_scale: float,
+    maxvisit_init: float,
+    sim_index: np.ndarray,  # [4, S, B] int64
+    completed: np.ndarray,  # [B, A] float64, out
+    visit_counts: np.ndarray,  # [B, A] int64, out
+    action_weights: np.ndarray,  # [B, A] float64, out
+    action: np.ndarray,  # [B] int64, out
+    minmax: np.ndarray,  # [B, 2] float64, out
+    max_depth: np.ndarray,  # [B] int64, out
+) -> None:
+    """
+    Complete the trees and read the search's results out of them.
+
+    Nodes a depth-limited search never created get their initial values (value sum, visits and reward 0, discount 1,
+    parent and action -1, unexpanded children of prior 0). Per root: the completed Q-values ``q(a)`` and
+    ``sigma(q(a))`` (:func:`node_statistics`), the visit counts, the action (among the most visited legal actions,
+    the one of highest ``g + logits + sigma``, the lowest index on ties), the improved policy
+    ``softmax(logits + sigma)`` over the legal actions (0 on illegal ones), the smallest and largest Q of a visited
+    edge and the deepest node's depth.
+    """
+    batch_size, num_nodes, num_actions, _ = edge_f.shape
+    for b in range(batch_size):
+        q_min = np.inf
+        q_max = -np.inf
+        deepest = 0
+        for node in range(1, num_nodes):
+            if sim_index[2, node - 1, b] == node:
+                q = edge_f[b, node_i[b, node, PARENT], node_i[b, node, ACTION], Q]
+                q_min = min(q_min, q)
+                q_max = max(q_max, q)
+                deepest = max(deepest, node_i[b, node, DEPTH])
+                continue
+            node_f[b, node, VALUE_SUM] = 0.0
+            node_f[b, node, REWARD] = 0.0
+            node_f[b, node, DISCOUNT] = 1.0
+            node_f[b, node, RAW_VALUE] = 0.0
+            node_f[b, node, UNVISITED_PRIOR] = 0.0
+            for field in range(NUM_NODE_I):
+                node_i[b, node, field] = 0
+            node_i[b, node, PARENT] = -1
+            node_i[b, node, ACTION] = -1
+            for a in range(num_actions):
+                edge_f[b, node, a, PRIOR] = 0.0
+                edge_f[b, node, a, Q] = 0.0
+                edge_i[b, node, a, CHILD] = UNEXPANDED
+                edge_i[b, node, a, CHILD_VISITS] = 0
+                edge_i[b, node, a, VISITED] = 0
+        minmax[b, 0] = q_min if q_min <= q_max else np.nan
+        minmax[b, 1] = q_max if q_min <= q_max else np.nan
+        max_depth[b] = deepest
+        _, mixed_value, q_low, _, coef = node_statistics(b, 0, edge_f, edge_i, node_f, node_i, value_scale, maxvisit_init)
+        most = -1
+        for a in range(num_actions):
+            n = edge_i[b, 0, a, CHILD_VISITS]
+            visit_counts[b, a] = n
+            if root_legal[b, a]:
+                most = max(most, n)
+        best = -1
+        best_score = -np.inf
+        weight_max = -np.inf
+        for a in range(num_actions):
             q = edge_f[b, 0, a, Q] if edge_i[b, 0, a, CHILD_VISITS] > 0 else mixed_value
             completed[b, a] = q
-            sigma[b, a] = coef * (q - q_min)
+            sigma = coef * (q - q_low)
+            weight = root_logits_shifted[b, a] + sigma if root_legal[b, a] else -np.inf
+            action_weights[b, a] = weight
+            weight_max = max(weight_max, weight)
+            if root_legal[b, a] and visit_counts[b, a] == most:
+                score = root_score[b, a] + sigma
+                if best < 0 or score > best_score:
+                    best = a
+                    best_score = score
+        action[b] = best
+        total = 0.0
+        for a in range(num_actions):
+            w = exp_nonpositive(action_weights[b, a] - weight_max) if root_legal[b, a] else 0.0
+            action_weights[b, a] = w
+            total += w
+        for a in range(num_actions):
+            action_weights[b, a] /= total

@@ -166,12 +166,6 @@ def _considered_table(max_num_considered_actions: int, num_legal: np.ndarray, nu
     return table
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis; ``-inf`` entries get 0 (every row needs a finite entry)."""
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 def gumbel_muzero_policy(
     root: RootFnOutput,
     recurrent_fn: Callable[[ArrayLike, ArrayLike], tuple[Any, ArrayLike]],
@@ -228,24 +222,17 @@ def gumbel_muzero_policy(
     batch_size, num_actions = root_logits.shape
     num_nodes = num_simulations + 1
     noise = _gumbel_noise(gumbel, gumbel_scale, legal, rng)
-    # Root logits shifted so that the largest legal one is 0; illegal actions get -inf (prior 0).
-    masked = np.where(legal, root_logits, -np.inf)
-    logits = masked - masked.max(axis=1, keepdims=True)
-    root_prior = _softmax(logits)
-    root_score = np.where(legal, noise + logits, -np.inf)  # g(a) + logits(a)
     considered = _considered_table(max_considered, legal.sum(axis=1), num_simulations)
 
-    # Tree storage (packed per node / per edge, see `_gumbel_tree`); node 0 is the root: reward 0, discount 1.
-    edge_f = np.zeros((batch_size, num_nodes, num_actions, _gumbel_tree.NUM_EDGE_F), dtype=np.float64)
-    edge_i = np.zeros((batch_size, num_nodes, num_actions, _gumbel_tree.NUM_EDGE_I), dtype=np.int32)
-    node_f = np.zeros((batch_size, num_nodes, _gumbel_tree.NUM_NODE_F), dtype=np.float64)
-    node_i = np.zeros((batch_size, num_nodes, _gumbel_tree.NUM_NODE_I), dtype=np.int32)
-    edge_i[..., _gumbel_tree.CHILD] = _tree.UNEXPANDED
-    node_f[..., _gumbel_tree.DISCOUNT] = 1.0
-    node_i[..., _gumbel_tree.PARENT] = -1
-    node_i[..., _gumbel_tree.ACTION] = -1
-    edge_f[:, 0, :, _gumbel_tree.PRIOR] = root_prior
-    node_f[:, 0, _gumbel_tree.RAW_VALUE] = root_value
+    # Tree storage (packed per node / per edge, see `_gumbel_tree`): the kernels write every entry before reading it
+    # (the roots in `init_roots`, each node when it is created, the nodes no simulation created in `finish`).
+    edge_f = np.empty((batch_size, num_nodes, num_actions, _gumbel_tree.NUM_EDGE_F), dtype=np.float64)
+    edge_i = np.empty((batch_size, num_nodes, num_actions, _gumbel_tree.NUM_EDGE_I), dtype=np.int32)
+    node_f = np.empty((batch_size, num_nodes, _gumbel_tree.NUM_NODE_F), dtype=np.float64)
+    node_i = np.empty((batch_size, num_nodes, _gumbel_tree.NUM_NODE_I), dtype=np.int32)
+    # Root logits shifted so that the largest legal one is 0, illegal ones -inf (prior 0); g(a) + logits(a).
+    logits = np.empty((batch_size, num_actions))
+    root_score = np.empty((batch_size, num_actions))
     settings = (root_score, considered, value_scale, maxvisit_init, depth_limit)
 
     # Per-simulation indices [4, S, B]: parent node, action, evaluated node, its depth; the current path [B, N].
@@ -263,9 +250,10 @@ def gumbel_muzero_policy(
     with torch.no_grad():
         if timed:
             t0 = time.perf_counter()
-        _gumbel_tree.select_leaves(
-            edge_f, edge_i, node_f, node_i, legal, *settings, 0, sim_index, path, kernel_store, kernel_input
-        )
+        _gumbel_tree.init_roots(
+            root_logits, root_value, legal, noise, edge_f, edge_i, node_f, node_i, logits, *settings, sim_index, path,
+            kernel_store, kernel_input,
+        )  # fmt: skip
         if timed:
             timings.kernel_s += time.perf_counter() - t0  # type: ignore[union-attr]
         for sim in range(num_simulations):
@@ -292,17 +280,24 @@ def gumbel_muzero_policy(
             if error:
                 raise ValueError(f"recurrent_fn returned non-finite {_tree.OUTPUT_NAMES[error]} at simulation {sim}")
 
-    # Root statistics: completed Q-values, sigma, the final action among the most visited actions, the improved policy.
+    # Read-out (and the nodes no simulation created) in one kernel: completed Q-values, the final action among the most
+    # visited actions, the improved policy, the tree's Q range and depth.
     completed = np.empty((batch_size, num_actions))
-    sigma = np.empty((batch_size, num_actions))
-    _gumbel_tree.root_completed_q(edge_f, edge_i, node_f, node_i, value_scale, maxvisit_init, completed, sigma)
-    visit_counts = edge_i[:, 0, :, _gumbel_tree.CHILD_VISITS].astype(np.int64)  # [B, A]
-    most_visited = legal & (visit_counts == np.where(legal, visit_counts, -1).max(axis=1, keepdims=True))
-    action = np.where(most_visited, root_score + sigma, -np.inf).argmax(axis=1).astype(np.int64)
-    action_weights = _softmax(np.where(legal, logits + sigma, -np.inf))
+    visit_counts = np.empty((batch_size, num_actions), dtype=np.int64)
+    action_weights = np.empty((batch_size, num_actions))
+    action = np.empty(batch_size, dtype=np.int64)
+    minmax = np.empty((batch_size, 2))
+    max_depth_out = np.empty(batch_size, dtype=np.int64)
+    if timed:
+        t4 = time.perf_counter()
+    _gumbel_tree.finish(
+        edge_f, edge_i, node_f, node_i, legal, logits, root_score, value_scale, maxvisit_init, sim_index, completed,
+        visit_counts, action_weights, action, minmax, max_depth_out,
+    )  # fmt: skip
+    if timed:
+        timings.kernel_s += time.perf_counter() - t4  # type: ignore[union-attr]
     child_q = edge_f[..., _gumbel_tree.Q]
     child_visits = edge_i[..., _gumbel_tree.CHILD_VISITS]
-    visited_q = np.where(child_visits > 0, child_q, np.nan).reshape(batch_size, -1)
     tree = SearchTree(
         children=edge_i[..., _gumbel_tree.CHILD],
         prior=edge_f[..., _gumbel_tree.PRIOR],
@@ -316,7 +311,7 @@ def gumbel_muzero_policy(
         parents=node_i[..., _gumbel_tree.PARENT],
         action_from_parent=node_i[..., _gumbel_tree.ACTION],
         depth=node_i[..., _gumbel_tree.DEPTH],
-        minmax=np.stack([np.nanmin(visited_q, axis=1), np.nanmax(visited_q, axis=1)], axis=1),
+        minmax=minmax,
         root_legal=legal,
         embeddings=embeddings.store,
     )
@@ -331,7 +326,7 @@ def gumbel_muzero_policy(
         visit_probs=visit_counts / num_simulations,
         search_value=tree.value_sum[:, 0] / num_simulations,
         root_q=completed,
-        root_prior=root_prior,
-        max_depth=tree.depth.max(axis=1).astype(np.int64),
+        root_prior=edge_f[:, 0, :, _gumbel_tree.PRIOR].copy(),
+        max_depth=max_depth_out,
         tree=tree,
     )
