@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import statistics
 from collections.abc import Sequence
@@ -182,6 +183,35 @@ def seed_table(runs: list[dict[str, Any]], algos: list[str]) -> list[str]:
     return lines
 
 
+def median_beyond_budget(stayed: list[int | None]) -> str:
+    """The median of the steps at which the runs reached and stayed, a run that never stayed counting as beyond the
+    budget (so the median is a number only while more than half the runs stayed)."""
+    ordered = sorted((math.inf if steps is None else steps) for steps in stayed)
+    middle = statistics.median(ordered)
+    return "beyond the budget" if math.isinf(middle) else f"{middle:,.0f}"
+
+
+def stayed_by_table(runs: list[dict[str, Any]], algos: list[str]) -> list[str]:
+    """Per algorithm, the runs that had reached 475 and stayed there by each number of environment steps (ours: every
+    2,000 steps up to the budget), and the median with a run that never stayed counted beyond the budget."""
+    ours = [name for name in algos if name in OURS]
+    if not ours:
+        return []
+    budget = max(r["budget"] for r in runs if r["algo"] in ours)
+    marks = list(range(4000, budget + 1, 2000))
+    lines = [
+        "| algorithm | " + " | ".join(f"by {m:,}" for m in marks) + " | median (never: beyond the budget) |",
+        "|---" * (len(marks) + 2) + "|",
+    ]
+    for name in ours:
+        stayed = [r["stayed_steps"] for r in runs if r["algo"] == name]
+        counts = [sum(steps is not None and steps <= m for steps in stayed) for m in marks]
+        lines.append(
+            f"| {name} | " + " | ".join(f"{c}/{len(stayed)}" for c in counts) + f" | {median_beyond_budget(stayed)} |"
+        )
+    return lines
+
+
 def output_stem(name: str) -> str:
     """The file stem of a run's JSON and plot under ``benchmarks/out``."""
     return "cartpole_sample_efficiency" if name == "bench_cartpole" else name
@@ -223,6 +253,13 @@ def report(name: str = "bench_cartpole") -> None:
         + "\n\nPer seed, reached 475 and stayed from (environment steps, training seconds to it):\n\n"
         + "\n".join(seed_table(runs, algos))
         + "\n\n"
+        + (
+            "Runs that had reached 475 and stayed there by each number of environment steps:\n\n"
+            + "\n".join(stayed_by_table(runs, algos))
+            + "\n\n"
+            if stayed_by_table(runs, algos)
+            else ""
+        )
         + ("Ratios of medians, reached and stayed (lower is better): " + "; ".join(ratios) + ".\n\n" if ratios else "")
         + f"{len({r['seed'] for r in runs})} seeds; every run trains for its whole budget, evaluated every "
         f"{data['eval_every']} environment steps and at the end (10 episodes, deterministic). Headline: the first "

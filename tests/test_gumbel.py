@@ -724,17 +724,21 @@ def test_non_finite_network_outputs_raise(name: str) -> None:
         )
 
 
-def _poisoned_empty(original: Any) -> Any:
-    """``np.empty`` that fills its arrays with values no search writes (NaN, -7, True), so that a field the kernels
-    read before writing, or leave unwritten, changes the result."""
+class _NumpyWithEmpty:
+    """numpy, with ``empty`` replaced: set as the ``np`` of the search modules only (numba compiles kernels with the
+    real numpy, so numpy itself is left alone)."""
 
-    def empty(shape: Any, dtype: Any = float, **kwargs: Any) -> np.ndarray:
-        out = original(shape, dtype=dtype, **kwargs)
+    def __init__(self, fill: Any) -> None:
+        self.fill = fill
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    def empty(self, shape: Any, dtype: Any = float, **kwargs: Any) -> np.ndarray:
+        out = np.empty(shape, dtype=dtype, **kwargs)
         kind = np.dtype(dtype).kind
-        out.fill(np.nan if kind == "f" else True if kind == "b" else -7)
+        out.fill(0 if self.fill is None else np.nan if kind == "f" else True if kind == "b" else self.fill)
         return out
-
-    return empty
 
 
 @pytest.mark.parametrize("search", ["gumbel", "muzero"])
@@ -755,12 +759,13 @@ def test_trees_are_written_whole_from_uninitialised_storage(
             return gumbel.gumbel_muzero_policy(root, model, 12, max_num_considered_actions=4, **kwargs)
         return mcts.muzero_policy(root, model, 12, **kwargs)
 
-    zeroed = np.empty
-    monkeypatch.setattr(np, "empty", lambda shape, dtype=float, **kw: np.zeros(shape, dtype=dtype, **kw))
-    clean = run()
-    monkeypatch.setattr(np, "empty", _poisoned_empty(zeroed))
-    poisoned = run()
-    monkeypatch.setattr(np, "empty", zeroed)
+    outputs = []
+    for fill in (None, -7):  # zeroed storage, then storage filled with NaN, -7 and True (values no search writes)
+        with monkeypatch.context() as patch:
+            patch.setattr(mcts, "np", _NumpyWithEmpty(fill))
+            patch.setattr(gumbel, "np", _NumpyWithEmpty(fill))
+            outputs.append(run())
+    clean, poisoned = outputs
     for name in (
         "action",
         "action_weights",

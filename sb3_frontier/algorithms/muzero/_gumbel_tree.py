@@ -37,7 +37,7 @@ import math
 import numba
 import numpy as np
 
-from sb3_frontier.algorithms.muzero._tree import UNEXPANDED, _gather_parents, _non_finite_output, exp_nonpositive
+from sb3_frontier.algorithms.muzero._tree import UNEXPANDED, _gather_parents, _non_finite_output
 
 # Field indices of the packed arrays (see the module docstring).
 PRIOR, Q = 0, 1  # edge_f
@@ -317,7 +317,7 @@ def _expand(
             logit_max = max(logit_max, float(net_logits[b, a]))
         total = 0.0
         for a in range(num_actions):
-            p = exp_nonpositive(float(net_logits[b, a]) - logit_max)
+            p = math.exp(float(net_logits[b, a]) - logit_max)
             edge_f[b, new_node, a, PRIOR] = p
             edge_f[b, new_node, a, Q] = 0.0
             edge_i[b, new_node, a, CHILD] = UNEXPANDED
@@ -458,7 +458,7 @@ def init_roots(
             shifted = float(root_logits[b, a]) - logit_max if legal else -np.inf
             root_logits_shifted[b, a] = shifted
             root_score[b, a] = noise[b, a] + shifted if legal else -np.inf
-            p = exp_nonpositive(shifted) if legal else 0.0
+            p = math.exp(shifted) if legal else 0.0
             edge_f[b, 0, a, PRIOR] = p
             edge_f[b, 0, a, Q] = 0.0
             edge_i[b, 0, a, CHILD] = UNEXPANDED
@@ -565,7 +565,7 @@ def finish(
         action[b] = best
         total = 0.0
         for a in range(num_actions):
-            w = exp_nonpositive(action_weights[b, a] - weight_max) if root_legal[b, a] else 0.0
+            w = math.exp(action_weights[b, a] - weight_max) if root_legal[b, a] else 0.0
             action_weights[b, a] = w
             total += w
         for a in range(num_actions):

@@ -90,34 +90,6 @@ _bits_from_float = _bitcast(types.float64, types.int64)
 _float_from_bits = _bitcast(types.int64, types.float64)
 
 
-# exp(x) = 2^k exp(r), x = k log(2) + r, |r| <= log(2) / 2: fdlibm's split of log(2) (``k * _LN2_HI`` is exact for
-# |k| < 2^32) and exp(r) by its Taylor series to r^13 / 13! (the remainder is below 1e-17 relative).
-_LOG2_E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_EXP_TAYLOR = tuple(1.0 / math.factorial(n) for n in range(13, -1, -1))
-
-
-@numba.njit(cache=True, error_model="numpy", inline="always")
-def exp_nonpositive(x: float) -> float:
-    """
-    ``exp(x)`` for ``x <= 0`` in arithmetic that a loop over it vectorises: libm's ``exp`` is a call LLVM cannot
-    vectorise (numba's SVML needs a patched LLVM), and a softmax over 18 actions spent most of its time in it.
-
-    Within 2 ulp of ``exp`` where the result is a normal float64 (1 ulp measured over ``[-708, 0]``); below that
-    (``x < -708.4``) a subnormal number or 0. A softmax shifted by its maximum only ever takes ``x <= 0``.
-    """
-    x = max(x, -745.0)
-    k = math.floor(x * _LOG2_E + 0.5)
-    r = (x - k * _LN2_HI) - k * _LN2_LO
-    p = _EXP_TAYLOR[0]
-    for c in _EXP_TAYLOR[1:]:
-        p = p * r + c
-    # 2^k from its bit pattern; k < -1022 (below the normal range) gives 0
-    scale = _float_from_bits((max(np.int64(k), -1023) + 1023) << 52)
-    return p * scale
-
-
 @numba.njit(cache=True, error_model="numpy")
 def _q_normalisation(q_min: float, q_max: float) -> tuple[float, float]:
     """``(shift, scale)`` of the tree's min-max normalisation ``(q - shift) / scale``; the identity while
@@ -405,7 +377,7 @@ def init_tree(
                 logit_max = max(logit_max, root_logits[b, a])
         total = 0.0
         for a in range(num_actions):
-            p = exp_nonpositive(root_logits[b, a] - logit_max) if root_legal[b, a] else 0.0
+            p = math.exp(root_logits[b, a] - logit_max) if root_legal[b, a] else 0.0
             prior[b, 0, a] = p
             total += p
         for a in range(num_actions):
@@ -497,7 +469,7 @@ def step(
             for a in range(num_actions):
                 logit_max = max(logit_max, float(net_logits[b, a]))
             for a in range(num_actions):
-                prior[b, new_node, a] = exp_nonpositive(float(net_logits[b, a]) - logit_max)
+                prior[b, new_node, a] = math.exp(float(net_logits[b, a]) - logit_max)
             total = 0.0
             for a in range(num_actions):
                 total += prior[b, new_node, a]
