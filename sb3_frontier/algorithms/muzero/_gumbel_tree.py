@@ -17,6 +17,11 @@ is the root and the node created by simulation ``s`` has index ``s + 1`` (the la
 
 At the root, the unvisited statistics cover the legal actions only (illegal ones are never visited).
 
+Nothing is initialised before it is used: :func:`init_roots` writes the roots, the expansion writes a new node and
+its edges, and :func:`finish` gives the nodes a depth-limited search never created their initial values, then reads
+the results out. Zeroing the four arrays in numpy beforehand and reading the results out in numpy took about 15% of
+a search of 256 roots at A = 18 (3.3 ms of 22 ms).
+
 Per root: ``root_legal [B, A]``; ``root_score [B, A]`` = g(a) + logits(a), the Gumbel noise plus the shifted root
 logits; ``considered [B, S]`` = the visit count Sequential Halving considers at each simulation of that root.
 
