@@ -3,7 +3,11 @@
 config: 8 simulations) and MuZero (the same config with MuZero's own search at 25 simulations) beside SB3's PPO and
 DQN with rl-zoo3's tuned hyperparameters, in the same process, seeds run one after the other with the algorithm order rotated.
 
-    python -m benchmarks.bench_cartpole [--seeds 5] [--eval-every 1000] [--algos muzero gumbel ppo dqn] [--jobs 1]
+    python -m benchmarks.bench_cartpole [--seeds 5] [--first-seed 0] [--eval-every 1000] [--algos muzero gumbel ppo dqn]
+        [--jobs 1] [--set KEY=VALUE ...]
+
+``--set`` overrides arguments of our algorithms' entry (e.g. ``--set gradient_steps=3 --algos gumbel``, values read
+as Python literals), for trying a change on many seeds; name such a run with ``--name``.
 
 Every run trains for its whole budget (its zoo ``n_timesteps``; MuZero: ``--muzero-budget``) and is evaluated every
 ``--eval-every`` steps and at the end; the first crossing and the final evaluation are reported beside the headline.
@@ -14,6 +18,7 @@ worker processes (one per core: each run's wall-clock is its own).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import multiprocessing as mp
@@ -43,9 +48,11 @@ ALGOS: dict[str, tuple[str, type, dict[str, Any]]] = {
 OURS = ("muzero", "gumbel", "gumbel-bf16")
 
 
-def run_one(name: str, seed: int, eval_every: int, budget: int | None) -> dict[str, Any]:
-    """Train one algorithm on one seed for its budget; return the evaluation curve and its summary."""
+def run_one(name: str, seed: int, eval_every: int, budget: int | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one algorithm on one seed for its budget (``extra``: arguments over its entry and overrides); return the
+    evaluation curve and its summary."""
     algo, cls, overrides = ALGOS[name]
+    overrides = {**overrides, **(extra or {})}
     n_envs, n_timesteps, kwargs = read_hyperparams(algo, ENV_ID)
     budget = n_timesteps if budget is None else budget
     env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
@@ -62,7 +69,21 @@ def run_one(name: str, seed: int, eval_every: int, budget: int | None) -> dict[s
     return {"algo": name, "seed": seed, "budget": budget, **summary}
 
 
-def _run_task(task: tuple[str, int, int, int | None]) -> dict[str, Any]:
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as keyword arguments, each value a Python literal (a bare word stays a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _run_task(task: tuple[str, int, int, int | None, dict[str, Any]]) -> dict[str, Any]:
     th.set_num_threads(1)
     return run_one(*task)
 
@@ -128,6 +149,8 @@ def table(summaries: list[dict[str, Any]]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="arguments over our entries")
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=sorted(ALGOS))
     parser.add_argument("--muzero-budget", type=int, default=None, help="MuZero's step budget (default: its zoo config)")
@@ -140,9 +163,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     th.set_num_threads(1)
     tasks = []
-    for seed in range(args.seeds):
+    extra = parse_overrides(args.set)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         order = args.algos[seed % len(args.algos) :] + args.algos[: seed % len(args.algos)]
-        tasks += [(name, seed, args.eval_every, args.muzero_budget if name in OURS else None) for name in order]
+        tasks += [
+            (name, seed, args.eval_every, args.muzero_budget if name in OURS else None, extra if name in OURS else {})
+            for name in order
+        ]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as pool:
             runs = list(pool.map(_run_task, tasks))
@@ -159,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "threshold": THRESHOLD,
                 "eval_every": args.eval_every,
                 "jobs": args.jobs,
+                "overrides": extra,
                 "runs": runs,
             },
             indent=2,

@@ -166,3 +166,23 @@ def test_memory_benchmark_variant_overrides_r2d2_and_keeps_the_headline(
     bench_memory.main(["--seed-list", "3", "5", "--algos", "r2d2"])
     assert seen == [3, 5] and (tmp_path / "memory_cartpole-novel_variant.json").exists()
     assert "seed 3: never" in capsys.readouterr().out and not (tmp_path / "memory_cartpole-novel.json").exists()
+
+
+def test_bench_cartpole_overrides_and_the_stayed_by_table() -> None:
+    bench_cartpole = importlib.import_module("benchmarks.bench_cartpole")
+    assert bench_cartpole.parse_overrides(["gradient_steps=3", "learning_rate=1e-3", "search=muzero"]) == {
+        "gradient_steps": 3,
+        "learning_rate": 1e-3,
+        "search": "muzero",
+    }
+    for bad in (["gradient_steps"], ["=3"], ["two words=1"]):
+        with pytest.raises(SystemExit):
+            bench_cartpole.parse_overrides(bad)
+    runs = [{"algo": "gumbel", "budget": 8000, "stayed_steps": steps} for steps in (4000, 6000, None, 8000, None)] + [
+        {"algo": "ppo", "budget": 100_000, "stayed_steps": 20_000}
+    ]
+    lines = bench_cartpole.stayed_by_table(runs, ["gumbel", "ppo"])
+    assert lines[0].startswith("| algorithm | by 4,000 | by 6,000 | by 8,000 |")
+    assert lines[2] == "| gumbel | 1/5 | 2/5 | 3/5 | 8,000 |"  # median of 4000, 6000, 8000, beyond, beyond
+    assert len(lines) == 3  # PPO is not ours: no row
+    assert bench_cartpole.median_beyond_budget([None, None, 5000]) == "beyond the budget"
