@@ -791,3 +791,18 @@ def test_trees_are_written_whole_from_uninitialised_storage(
     assert np.all(tree.parents[never] == -1) and np.all(tree.action_from_parent[never] == -1)
     assert np.all(tree.children[never] == -1) and np.all(tree.prior[never] == 0) and np.all(tree.child_visits[never] == 0)
     assert np.all(tree.discount[never] == 1) and np.all(tree.value_sum[never] == 0) and np.all(tree.raw_value[never] == 0)
+
+
+def test_no_draw_without_noise() -> None:
+    """At ``gumbel_scale=0`` (evaluation) the search leaves the generator untouched; at scale 1 it draws once."""
+    model = MLPModel(4, 0.9)
+    root = model.root(3, 0)
+    rng = np.random.default_rng(5)
+    state = rng.bit_generator.state
+    noiseless = gumbel.gumbel_muzero_policy(root, model, 10, gumbel_scale=0.0, rng=rng)
+    assert rng.bit_generator.state == state
+    zero = gumbel.gumbel_muzero_policy(root, model, 10, gumbel=np.zeros((3, 4)))
+    np.testing.assert_array_equal(noiseless.visit_counts, zero.visit_counts)
+    np.testing.assert_array_equal(noiseless.action, zero.action)
+    gumbel.gumbel_muzero_policy(root, model, 10, gumbel_scale=1.0, rng=rng)
+    assert rng.bit_generator.state != state

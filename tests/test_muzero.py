@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,7 +25,7 @@ from sb3_frontier.algorithms.muzero.reanalyze import apply_reanalyzed, reanalyze
 from sb3_frontier.algorithms.muzero.replay import GameSegment, MuZeroReplayBuffer
 from sb3_frontier.envs import register_envs
 from sb3_frontier.policies.torsos import min_max_scale, scale_gradient
-from tests.muzero_helpers import small_model
+from tests.muzero_helpers import cartpole_muzero, small_model
 
 th.set_num_threads(1)
 register_envs()
@@ -746,3 +747,27 @@ def test_cnn_kernels_are_channels_last_on_the_cpu_through_copies_and_loading(tmp
     assert all(k.is_contiguous(memory_format=th.channels_last) for k in loaded.policy.parameters() if k.dim() == 4)
     for ours, theirs in zip(policy.state_dict().values(), loaded.policy.state_dict().values(), strict=True):
         assert th.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("search", ["gumbel", "muzero"])
+def test_deterministic_evaluation_during_training_leaves_training_unchanged(search: str) -> None:
+    """``predict(deterministic=True)`` draws nothing from the generator acting uses (EvalCallback evaluates between
+    collection steps): a run evaluated every 50 steps ends with the same parameters as a run never evaluated."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    probe = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+
+    class Evaluate(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.n_calls % 50 == 0:
+                self.model.predict(probe, deterministic=True)
+            return True
+
+    def train(callback: Any) -> dict[str, th.Tensor]:
+        model = cartpole_muzero(search=search, learning_starts=100, batch_size=16, gradient_steps=1)
+        model.learn(400, callback=callback)
+        return {k: v.clone() for k, v in model.policy.state_dict().items()}
+
+    plain, evaluated = train(None), train(Evaluate())
+    for name, value in plain.items():
+        assert th.equal(value, evaluated[name]), name

@@ -10,7 +10,9 @@ numba kernels batched over ``B`` (:mod:`sb3_frontier.algorithms.muzero._gumbel_t
 Semantics (S = ``num_simulations``, m = ``min(max_num_considered_actions, number of legal root actions)``):
 
 - **Gumbel noise** ``g(a) = gumbel_scale * G(a)``, ``G(a) ~ Gumbel(0, 1)`` i.i.d. per root and action: the search's
-  only draw from ``rng`` is ``rng.gumbel(size=(B, A))``, made before anything else; a ``gumbel`` argument replaces it.
+  only draw from ``rng`` is ``rng.gumbel(size=(B, A))``, made before anything else; a ``gumbel`` argument replaces it,
+  and with ``gumbel_scale=0`` (evaluation) nothing is drawn, so that evaluating leaves the generator where acting
+  left it.
 - **Completed Q-values** at a node s (Appendix D, mctx's ``qtransform_completed_by_mix_value`` with its defaults
   ``rescale_values=True``, ``use_mixed_value=True``, ``epsilon=1e-8``): ``Q(s, a) = r(s, a) + discount(s, a) V(child)``
   for visited children, the mixed value ``v_mix = (v(s) + sum_b N(b) sum_{a visited} pi(a) Q(s, a) /
@@ -145,7 +147,9 @@ def _check_non_negative(value: float, name: str) -> float:
 def _gumbel_noise(
     gumbel: ArrayLike | None, gumbel_scale: float, legal: np.ndarray, rng: np.random.Generator | None
 ) -> np.ndarray:
-    """``gumbel_scale * G`` ``[B, A]``, G the given noise or ``rng.gumbel(size=(B, A))``."""
+    """``gumbel_scale * G`` ``[B, A]``, G the given noise or ``rng.gumbel(size=(B, A))`` (no draw at scale 0)."""
+    if gumbel is None and gumbel_scale == 0.0:
+        return np.zeros(legal.shape)
     if gumbel is None:
         noise = (np.random.default_rng() if rng is None else rng).gumbel(size=legal.shape)
     else:
@@ -198,7 +202,7 @@ def gumbel_muzero_policy(
     :param value_scale: ``c_scale`` of sigma (mctx's default 0.1)
     :param maxvisit_init: ``c_visit`` of sigma (mctx's default 50)
     :param rng: random generator of the Gumbel noise (a fresh one if None): one draw, ``rng.gumbel(size=(B, A))``,
-        skipped when ``gumbel`` is given
+        skipped when ``gumbel`` is given or ``gumbel_scale`` is 0
     :param gumbel: standard Gumbel noise ``[B, A]`` to use instead of drawing it (scaled by ``gumbel_scale``), or None
     :param max_depth: maximum number of edges a simulation descends (None: unlimited)
     :param timings: accumulators to add this call's timings to (None: no timing)
