@@ -252,6 +252,7 @@ def report(name: str = "bench_cartpole") -> None:
     info, runs, command, jobs = data["environment"], data["runs"], data["command"], data["jobs"]
     algos = list(dict.fromkeys(r["algo"] for r in runs))
     summaries = [summarize(runs, name) for name in algos]
+    stayed_by = stayed_by_table(runs, algos)
     plot(runs, OUT_DIR / f"{stem}.png")
     ratios = []
     for ours in (s for s in summaries if s["algo"] in OURS and "stayed_steps" in s):
@@ -283,9 +284,9 @@ def report(name: str = "bench_cartpole") -> None:
         + "\n\n"
         + (
             "Runs that had reached 475 and stayed there by each number of environment steps:\n\n"
-            + "\n".join(stayed_by_table(runs, algos))
+            + "\n".join(stayed_by)
             + "\n\n"
-            if stayed_by_table(runs, algos)
+            if stayed_by
             else ""
         )
         + ("Ratios of medians, reached and stayed (lower is better): " + "; ".join(ratios) + ".\n\n" if ratios else "")
